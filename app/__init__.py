@@ -1,0 +1,105 @@
+"""The application factory."""
+
+import logging
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+import rq
+import sqlalchemy as sa
+from flask import Blueprint, Flask
+from pygments import formatters, lexers
+from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.extensions import bootstrap, csrf, db, login, migrate
+from config import DEV_SECRET_KEY, Config
+
+
+def redis_from_url(url: str) -> Redis:
+    """Connect to Redis; Heroku's rediss:// endpoints use self-signed certificates."""
+    options = {"health_check_interval": 30, "socket_keepalive": True}
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = None
+    return Redis.from_url(url, **options)
+
+
+def _enable_sqlite_wal(app: Flask) -> None:
+    """WAL lets the web process read while the worker writes."""
+
+    @sa.event.listens_for(db.engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _configure_logging(app: Flask) -> None:
+    if app.testing:
+        return
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if app.config["LOG_TO_STDOUT"]:
+        handler: logging.Handler = logging.StreamHandler(sys.stdout)
+    else:
+        log_dir = Path(app.root_path).parent / "logs"
+        log_dir.mkdir(exist_ok=True)
+        handler = RotatingFileHandler(log_dir / "gcpubsub.log", maxBytes=1_000_000, backupCount=10)
+    handler.setFormatter(formatter)
+    handler.setLevel(logging.INFO)
+    app.logger.addHandler(handler)
+    app.logger.setLevel(logging.INFO)
+
+
+def create_app(config_class: type = Config) -> Flask:
+    app = Flask(__name__)
+    app.config.from_object(config_class)
+    if app.config["SECRET_KEY"] == DEV_SECRET_KEY and not (app.debug or app.testing):
+        raise RuntimeError(
+            "SECRET_KEY is not set. Set SECRET_KEY to a long random value "
+            "(or FLASK_DEBUG=1 for local development) before starting the app."
+        )
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True, compare_type=True)
+    login.init_app(app)
+    csrf.init_app(app)
+    bootstrap.init_app(app)
+
+    app.redis = redis_from_url(app.config["REDIS_URL"])
+    app.task_queue = rq.Queue(app.config["RQ_QUEUE"], connection=app.redis)
+    app.json_lexer = lexers.JsonLexer()
+    app.html_formatter = formatters.HtmlFormatter(style=app.config["PYGMENTS_STYLE"])
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            _enable_sqlite_wal(app)
+
+    import xstatic.pkg.jquery
+
+    # jQuery is served from the xstatic package, so no library file is copied in.
+    app.register_blueprint(
+        Blueprint("vendor_jquery", __name__, static_folder=xstatic.pkg.jquery.BASE_DIR,
+                  static_url_path="/static/vendor/jquery")
+    )
+    from app.errors import bp as errors_bp
+
+    app.register_blueprint(errors_bp)
+    from app.auth import bp as auth_bp
+
+    app.register_blueprint(auth_bp)
+    from app.main import bp as main_bp
+
+    app.register_blueprint(main_bp)
+
+    from app import cli
+
+    cli.register(app)
+    _configure_logging(app)
+    return app
+
+
+from app import models  # noqa: E402,F401

@@ -1,0 +1,75 @@
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from app.auth import bp
+from app.auth.forms import ChangePasswordForm, LoginForm
+from app.extensions import db
+from app.models import User, as_utc, utcnow
+
+
+def safe_next_url(target: str | None) -> str | None:
+    """Accept only a local path, never another host (including //host and \\\\host)."""
+    if not target:
+        return None
+    target = target.strip()
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+@bp.before_app_request
+def record_last_seen():
+    if current_user.is_authenticated and request.endpoint not in {"static", "bootstrap.static"}:
+        # Throttled so the five-second polling does not write on every request.
+        last_seen = as_utc(current_user.last_seen)
+        now = utcnow()
+        if last_seen is None or (now - last_seen).total_seconds() > 60:
+            current_user.last_seen = now
+            db.session.commit()
+
+
+@bp.route("/", methods=["GET", "POST"])
+@bp.route("/index", methods=["GET", "POST"])
+def index():
+    """Sign-in form; signed-in users go straight to their page."""
+    if current_user.is_authenticated:
+        return redirect(url_for("main.user", username=current_user.username))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.scalar(sa.select(User).where(User.username == form.username.data))
+        if user is None or not user.check_password(form.password.data):
+            current_app.logger.info("Failed sign-in for username %r", form.username.data[:64])
+            flash("Invalid username or password.", "danger")
+            return render_template("auth/index.html", form=form), 401
+        login_user(user, remember=form.remember_me.data)
+        next_url = safe_next_url(request.args.get("next"))
+        return redirect(next_url or url_for("main.user", username=user.username))
+    return render_template("auth/index.html", form=form)
+
+
+@bp.route("/logout")
+def logout():
+    """Sign out."""
+    logout_user()
+    return redirect(url_for("auth.index"))
+
+
+@bp.route("/change_password", methods=["POST"])
+@login_required
+def change_password():
+    """Change the signed-in user's password; answers in JSON."""
+    form = ChangePasswordForm()
+    if not form.validate():
+        errors = [message for messages in form.errors.values() for message in messages]
+        return jsonify({"status": "error", "error": " ".join(errors)}), 400
+    if not current_user.check_password(form.current_password.data):
+        return jsonify({"status": "error", "error": "The current password is wrong."}), 400
+    current_user.set_password(form.new_password.data)
+    db.session.commit()
+    return jsonify({"status": "success", "message": "Password changed."})

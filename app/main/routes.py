@@ -1,0 +1,188 @@
+import sqlalchemy as sa
+from flask import abort, current_app, jsonify, render_template, request, url_for
+from flask_login import current_user, login_required
+from redis import RedisError
+from sqlalchemy.exc import IntegrityError
+
+from app.errors.handlers import error_response
+from app.extensions import db
+from app.main import bp
+from app.main.rendering import render_attributes, render_data
+from app.models import Notification, Task, User, UserItem, utcnow
+
+POLLING_TASK = "polling_subscription"
+# Each poll answers with at most this many new items; a burst is caught up over
+# several polls instead of one huge response.
+MAX_ITEMS_PER_RESPONSE = 100
+MAX_NOTIFICATIONS_PER_RESPONSE = 100
+
+
+def visible_user(username: str | None) -> User:
+    """The user whose data is asked for: yourself, or anyone if you are an admin."""
+    if not username or username == current_user.username:
+        return current_user._get_current_object()
+    user = db.first_or_404(sa.select(User).where(User.username == username))
+    if not current_user.is_admin:
+        abort(403)
+    return user
+
+
+def render_item_row(item: UserItem) -> str:
+    return render_template(
+        "main/_useritem.html", item=item, data=render_data(item), attributes=render_attributes(item)
+    )
+
+
+@bp.route("/user/<username>")
+@login_required
+def user(username):
+    """A user's page: their newest messages first, with live updates."""
+    owner = visible_user(username)
+    items = list(
+        db.session.scalars(
+            owner.items.select().order_by(UserItem.id.desc()).limit(current_app.config["ITEMS_PER_PAGE"])
+        )
+    )
+    task = owner.get_task_in_progress(POLLING_TASK)
+    return render_template(
+        "main/user.html",
+        owner=owner,
+        rows=[render_item_row(item) for item in items],
+        newest_id=items[0].id if items else 0,
+        oldest_id=items[-1].id if items else 0,
+        polling=task is not None,
+        task=task,
+        subscription=current_app.config["SUBSCRIPTION_NAME"],
+    )
+
+
+@bp.route("/useritems")
+@login_required
+def useritems():
+    """Items newer than `after` (oldest first) or older than `before` (newest first), as rendered rows."""
+    owner = visible_user(request.args.get("user"))
+    after = request.args.get("after", type=int)
+    before = request.args.get("before", type=int)
+    query = owner.items.select()
+    if before is not None:
+        limit = current_app.config["ITEMS_PER_PAGE"]
+        query = query.where(UserItem.id < before).order_by(UserItem.id.desc())
+    else:
+        limit = MAX_ITEMS_PER_RESPONSE
+        query = query.where(UserItem.id > (after or 0)).order_by(UserItem.id.asc())
+    # One extra row tells whether more are waiting, without a COUNT.
+    items = list(db.session.scalars(query.limit(limit + 1)))
+    more = len(items) > limit
+    items = items[:limit]
+    return jsonify(
+        {
+            "status": "success" if items else "unchanged",
+            "items": [render_item_row(item) for item in items],
+            "ids": [item.id for item in items],
+            "more": more,
+        }
+    )
+
+
+@bp.route("/useritems/<int:item_id>")
+@login_required
+def useritem(item_id):
+    """One message in full."""
+    item = db.session.get(UserItem, item_id)
+    if item is None or (item.user_id != current_user.id and not current_user.is_admin):
+        abort(404)
+    return render_template(
+        "main/useritem.html", item=item, data=render_data(item, limit=None),
+        attributes=render_attributes(item),
+    )
+
+
+@bp.route("/notifications")
+@login_required
+def notifications():
+    """The user's notifications newer than `since` (a float timestamp)."""
+    since = request.args.get("since", 0.0, type=float)
+    query = (
+        current_user.notifications.select()
+        .where(Notification.timestamp > since)
+        .order_by(Notification.timestamp.asc())
+        .limit(MAX_NOTIFICATIONS_PER_RESPONSE)
+    )
+    return jsonify(
+        [{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp} for n in db.session.scalars(query)]
+    )
+
+
+def task_status(task: Task | None) -> dict:
+    if task is None:
+        return {"status": "idle", "task_id": None}
+    return {
+        "status": "polling",
+        "task_id": task.id,
+        "subscription": task.subscription,
+        "description": task.description,
+        "stored_count": task.stored_count,
+        "started_at": task.started_at.isoformat() if task.started_at else None,
+    }
+
+
+@bp.route("/polling_pubsub", methods=["GET"])
+@login_required
+def polling_status():
+    """Status of the user's polling task; never changes anything."""
+    subscription = request.args.get("subscription") or None
+    return jsonify(task_status(current_user.get_task_in_progress(POLLING_TASK, subscription)))
+
+
+@bp.route("/polling_pubsub", methods=["POST"])
+@login_required
+def polling_pubsub():
+    """Start or stop polling (action=start|stop, as a form field or JSON)."""
+    payload = request.get_json(silent=True) or request.form
+    action = (payload.get("action") or "").strip().lower()
+    subscription = (payload.get("subscription") or current_app.config["SUBSCRIPTION_NAME"]).strip()
+    if action not in {"start", "stop"}:
+        return error_response(400, "action must be 'start' or 'stop'.")
+    current_task = current_user.get_task_in_progress(POLLING_TASK, subscription)
+    if action == "start":
+        if current_task is not None:
+            return jsonify({"status": "polling", "task_id": current_task.id}), 200
+        try:
+            task = current_user.launch_task(
+                POLLING_TASK, f"Polling subscription {subscription}", subscription
+            )
+        except IntegrityError:
+            # A concurrent start won the race: report its task.
+            db.session.rollback()
+            current_task = current_user.get_task_in_progress(POLLING_TASK, subscription)
+            return jsonify({"status": "polling", "task_id": current_task.id if current_task else 0}), 200
+        except RedisError:
+            current_app.logger.exception("Could not queue the polling job")
+            return error_response(503, "The task queue (Redis) is unavailable. Try again shortly.")
+        current_app.logger.info("User %s started polling %s (task %s)", current_user.username, subscription, task.id)
+        return jsonify({"status": "success", "task_id": task.id}), 202
+    if current_task is None:
+        return jsonify({"status": "error", "task_id": 0}), 200
+    # The job sees the flag within two seconds, flushes, and posts "Finished".
+    current_task.complete = True
+    current_task.finished_at = utcnow()
+    db.session.commit()
+    current_app.logger.info(
+        "User %s stopped polling %s (task %s)", current_user.username, subscription, current_task.id
+    )
+    return jsonify({"status": "terminated", "task_id": current_task.id}), 202
+
+
+@bp.route("/pygments.css")
+def pygments_css():
+    """The highlight styles."""
+    return current_app.html_formatter.get_style_defs(".highlight"), 200, {"Content-Type": "text/css"}
+
+
+@bp.app_context_processor
+def inject_urls():
+    return {"page_urls": {
+        "notifications": url_for("main.notifications"),
+        "useritems": url_for("main.useritems"),
+        "polling": url_for("main.polling_pubsub"),
+    }}

@@ -1,0 +1,208 @@
+"""The data model: users, their polling tasks, notifications and received messages."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from flask_login import UserMixin
+from redis import RedisError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.extensions import db, login
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Stored as timezone-aware where the database can (PostgreSQL); SQLite hands
+# naive datetimes back, which as_utc() repairs.
+TZDateTime = sa.DateTime(timezone=True)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class User(UserMixin, db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    username: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(120), unique=True)
+    password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(256))
+    is_admin: so.Mapped[bool] = so.mapped_column(default=False)
+    last_seen: so.Mapped[datetime | None] = so.mapped_column(TZDateTime, default=utcnow)
+
+    tasks: so.WriteOnlyMapped[Task] = so.relationship(back_populates="user")
+    notifications: so.WriteOnlyMapped[Notification] = so.relationship(back_populates="user")
+    items: so.WriteOnlyMapped[UserItem] = so.relationship(back_populates="user")
+
+    def __repr__(self) -> str:
+        return f"<User {self.username}>"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    def add_notification(self, name: str, data: dict[str, Any]) -> Notification:
+        """Add a notification; the caller commits."""
+        notification = Notification(
+            name=name, payload_json=json.dumps(data), user=self, timestamp=time.time()
+        )
+        db.session.add(notification)
+        return notification
+
+    def get_task_in_progress(self, name: str, subscription: str | None = None) -> Task | None:
+        query = self.tasks.select().where(Task.name == name, Task.complete.is_(False))
+        if subscription is not None:
+            query = query.where(Task.subscription == subscription)
+        return db.session.scalar(query.order_by(Task.started_at.desc()).limit(1))
+
+    def launch_task(self, name: str, description: str, subscription: str, *args: Any) -> Task:
+        """Record a Task, commit it, then enqueue its RQ job (no timeout: it runs until stopped).
+
+        Raises sqlalchemy.exc.IntegrityError when the same task is already running
+        for this subscription, and redis.RedisError when the queue is unreachable
+        (the Task is then closed with that error).
+        """
+        task = Task(
+            id=uuid.uuid4().hex, name=name, description=description, user=self,
+            subscription=subscription,
+        )
+        db.session.add(task)
+        db.session.commit()
+        try:
+            current_app.task_queue.enqueue(
+                f"app.tasks.{name}", self.id, subscription, *args,
+                job_id=task.id, job_timeout=-1, result_ttl=3600, failure_ttl=86400,
+            )
+        except RedisError as error:
+            task.complete = True
+            task.finished_at = utcnow()
+            task.last_error = f"Could not queue the job: {error.__class__.__name__}"
+            db.session.commit()
+            raise
+        return task
+
+    def get_tasks_in_progress(self) -> list[Task]:
+        return list(db.session.scalars(self.tasks.select().where(Task.complete.is_(False))))
+
+
+@login.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+class Task(db.Model):
+    id: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128), index=True)
+    description: so.Mapped[str | None] = so.mapped_column(sa.String(256))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    subscription: so.Mapped[str | None] = so.mapped_column(sa.String(512))
+    complete: so.Mapped[bool] = so.mapped_column(default=False)
+    started_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+    finished_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
+    heartbeat_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
+    stored_count: so.Mapped[int] = so.mapped_column(default=0)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    user: so.Mapped[User] = so.relationship(back_populates="tasks")
+
+    __table_args__ = (
+        sa.Index("ix_task_user_id_complete", "user_id", "complete"),
+        # At most one running task per user, task kind and subscription, enforced
+        # by the database so that concurrent starts cannot both win.
+        sa.Index(
+            "uq_task_active",
+            "user_id",
+            "name",
+            "subscription",
+            unique=True,
+            sqlite_where=sa.text("complete = 0"),
+            postgresql_where=sa.text("complete = false"),
+        ),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.name}>"
+
+    def get_rq_job(self):
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            return Job.fetch(self.id, connection=current_app.redis)
+        except NoSuchJobError:
+            return None
+
+
+class Notification(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
+    timestamp: so.Mapped[float] = so.mapped_column(default=time.time)
+    payload_json: so.Mapped[str] = so.mapped_column(sa.Text)
+
+    user: so.Mapped[User] = so.relationship(back_populates="notifications")
+
+    __table_args__ = (sa.Index("ix_notification_user_id_timestamp", "user_id", "timestamp"),)
+
+    def get_data(self) -> dict[str, Any]:
+        return json.loads(self.payload_json)
+
+
+class UserItem(db.Model):
+    """One received Pub/Sub message, stored as it arrived."""
+
+    __tablename__ = "user_item"
+
+    id: so.Mapped[int] = so.mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
+    subscription: so.Mapped[str] = so.mapped_column(sa.String(512))
+    message_id: so.Mapped[str] = so.mapped_column(sa.String(128))
+    publish_time: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
+    received_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+    # Exactly one of data_text / data_bytes holds the payload: text when it is
+    # valid UTF-8, the raw bytes otherwise.
+    data_text: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    data_bytes: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
+    is_json: so.Mapped[bool] = so.mapped_column(default=False)
+    attributes_json: so.Mapped[str] = so.mapped_column(sa.Text, default="{}")
+    ordering_key: so.Mapped[str | None] = so.mapped_column(sa.String(1024))
+    delivery_attempt: so.Mapped[int | None] = so.mapped_column()
+    size: so.Mapped[int] = so.mapped_column(default=0)
+
+    user: so.Mapped[User] = so.relationship(back_populates="items")
+
+    __table_args__ = (
+        sa.UniqueConstraint("subscription", "message_id", name="uq_user_item_subscription_message_id"),
+        # The item list and the live poll walk a user's items by id.
+        sa.Index("ix_user_item_user_id_id", "user_id", "id"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<UserItem {self.id} {self.message_id}>"
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return json.loads(self.attributes_json or "{}")
+
+    @property
+    def data(self) -> bytes:
+        if self.data_bytes is not None:
+            return self.data_bytes
+        return (self.data_text or "").encode("utf-8")
+
+    @property
+    def is_binary(self) -> bool:
+        return self.data_bytes is not None

@@ -1,0 +1,59 @@
+"""Configuration: the one place that reads the environment."""
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+load_dotenv(BASE_DIR / ".env")
+
+# The built-in key is only good for development and tests; create_app refuses
+# to start with it anywhere else.
+DEV_SECRET_KEY = "dev-only-not-secret"  # noqa: S105
+
+
+def normalise_database_url(url: str) -> str:
+    """Map Heroku's and plain PostgreSQL URLs onto the psycopg2 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def _flag(name: str, default: str = "") -> bool:
+    return os.environ.get(name, default).strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'app.db'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    RQ_QUEUE = os.environ.get("RQ_QUEUE") or "gcpubsub-tasks"
+
+    GCP_PROJECT_ID = os.environ.get("GCP_PROJECT_ID") or "local-project"
+    PUBSUB_TOPIC = os.environ.get("PUBSUB_TOPIC") or "monitor-topic"
+    SUBSCRIPTION_NAME = os.environ.get("SUBSCRIPTION_NAME") or "monitor-sub"
+    GOOGLE_APPLICATION_CREDENTIALS = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    PUBSUB_EMULATOR_HOST = os.environ.get("PUBSUB_EMULATOR_HOST")
+    # "streaming" or "batch"; empty means batch on the emulator, streaming on Google Cloud.
+    PUBSUB_PULL_MODE = os.environ.get("PUBSUB_PULL_MODE", "").strip().lower()
+
+    LOG_TO_STDOUT = _flag("LOG_TO_STDOUT")
+    ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME") or "admin"
+    ADMIN_EMAIL = os.environ.get("ADMIN_EMAIL") or "admin@localhost"
+    ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
+
+    PYGMENTS_STYLE = os.environ.get("PYGMENTS_STYLE") or "friendly"
+    ITEMS_PER_PAGE = 50
+    BOOTSTRAP_SERVE_LOCAL = True
+    WTF_CSRF_TIME_LIMIT = None
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"

