@@ -9,19 +9,11 @@ import rq
 import sqlalchemy as sa
 from flask import Blueprint, Flask
 from pygments import formatters, lexers
-from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.extensions import bootstrap, csrf, db, login, migrate
+from app.redis_connection import Redis
 from config import DEV_SECRET_KEY, Config
-
-
-def redis_from_url(url: str) -> Redis:
-    """Connect to Redis; Heroku's rediss:// endpoints use self-signed certificates."""
-    options = {"health_check_interval": 30, "socket_keepalive": True}
-    if url.startswith("rediss://"):
-        options["ssl_cert_reqs"] = None
-    return Redis.from_url(url, **options)
 
 
 def _enable_sqlite_wal(app: Flask) -> None:
@@ -69,7 +61,7 @@ def create_app(config_class: type = Config) -> Flask:
     csrf.init_app(app)
     bootstrap.init_app(app)
 
-    app.redis = redis_from_url(app.config["REDIS_URL"])
+    app.redis = Redis.from_url(app.config["REDIS_URL"])
     app.task_queue = rq.Queue(app.config["RQ_QUEUE"], connection=app.redis)
     app.json_lexer = lexers.JsonLexer()
     app.html_formatter = formatters.HtmlFormatter(style=app.config["PYGMENTS_STYLE"])

@@ -11,12 +11,12 @@ from app.extensions import db
 from app.models import User
 
 
-def ensure_admin() -> tuple[User, str | None]:
-    """Create the admin user once; return it and the password if one was generated."""
+def ensure_admin() -> tuple[User, bool, str | None]:
+    """Create the admin user once; return it, whether it was created, and the password if generated."""
     config = current_app.config
     admin = db.session.scalar(sa.select(User).where(User.username == config["ADMIN_USERNAME"]))
     if admin is not None:
-        return admin, None
+        return admin, False, None
     password = config["ADMIN_PASSWORD"]
     generated = None
     if not password:
@@ -25,7 +25,7 @@ def ensure_admin() -> tuple[User, str | None]:
     admin.set_password(password)
     db.session.add(admin)
     db.session.commit()
-    return admin, generated
+    return admin, True, generated
 
 
 def register(app: Flask) -> None:
@@ -33,10 +33,12 @@ def register(app: Flask) -> None:
     def deploy():
         """Migrate the database to the latest revision, then create the admin user."""
         upgrade()
-        admin, generated = ensure_admin()
+        admin, created, generated = ensure_admin()
         if generated:
             # The one place a password is printed: once, when it is created.
             click.echo(f"Created admin user '{admin.username}' with password: {generated}")
             click.echo("Keep it safe; it will not be shown again. Change it after signing in.")
+        elif created:
+            click.echo(f"Created admin user '{admin.username}' with the password in ADMIN_PASSWORD.")
         else:
             click.echo(f"Database is up to date; admin user '{admin.username}' exists.")

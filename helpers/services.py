@@ -149,3 +149,25 @@ class PubSubEmulator:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+
+def ensure_topic_and_subscription(project: str, topic: str, subscription: str) -> tuple[str, str]:
+    """Create the topic and a pull subscription on it when they are missing (for the emulator)."""
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path(project, topic)
+    subscription_path = subscriber.subscription_path(project, subscription)
+    try:
+        publisher.create_topic(name=topic_path)
+    except AlreadyExists:
+        pass
+    try:
+        subscriber.create_subscription(name=subscription_path, topic=topic_path, ack_deadline_seconds=60)
+    except AlreadyExists:
+        pass
+    finally:
+        subscriber.close()
+    return topic_path, subscription_path
