@@ -7,12 +7,16 @@ None of them is faked, and a missing service is an error, never a silent skip.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -275,3 +279,96 @@ def require_postgres():
     """Mark a test as PostgreSQL-only (the slow fault tests run once, on PostgreSQL)."""
     if database_kind() != "postgresql":
         pytest.skip("runs in the PostgreSQL pass only")
+
+
+# --- the live page: stored items, a live server and a real browser -------------------------------
+
+
+def store_item(app, user_id: int, data: str | bytes | dict | list = "", attributes: dict | None = None,
+               subscription: str | None = None, message_id: str | None = None) -> int:
+    """Insert one received message directly, the way the subscriber stores it; returns its id."""
+    return store_items(app, user_id, [{"data": data, "attributes": attributes or {},
+                                       "subscription": subscription, "message_id": message_id}])[0]
+
+
+def store_items(app, user_id: int, messages: list[dict]) -> list[int]:
+    """Insert several messages in one transaction; each is a dict with data and attributes."""
+    from app.models import UserItem
+
+    with app.app_context():
+        rows = []
+        for message in messages:
+            data = message.get("data", "")
+            if isinstance(data, dict | list):
+                data = json.dumps(data)
+            raw = data if isinstance(data, bytes) else data.encode("utf-8")
+            try:
+                text: str | None = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            try:
+                is_json = text is not None and isinstance(json.loads(text), dict | list)
+            except ValueError:
+                is_json = False
+            rows.append(UserItem(
+                user_id=user_id,
+                subscription=message.get("subscription") or app.config["SUBSCRIPTION_NAME"],
+                message_id=message.get("message_id") or uuid.uuid4().hex,
+                publish_time=datetime.now(UTC),
+                data_text=text,
+                data_bytes=None if text is not None else raw,
+                is_json=is_json,
+                attributes_json=json.dumps(message.get("attributes") or {}),
+                size=len(raw),
+            ))
+        db.session.add_all(rows)
+        db.session.commit()
+        return [row.id for row in rows]
+
+
+class StrictCSP:
+    """Add the strictest policy the page must live with, unless the app already sends its own."""
+
+    POLICY = "default-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        def start_with_csp(status, headers, exc_info=None):
+            if not any(name.lower() == "content-security-policy" for name, _ in headers):
+                headers = [*headers, ("Content-Security-Policy", self.POLICY)]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_with_csp)
+
+
+@pytest.fixture
+def live_server(app):
+    """The test's app served over HTTP by a threaded werkzeug server; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, StrictCSP(app), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright; one per session."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.fail("Chromium is needed for the browser tests: apt-get install -y chromium", pytrace=False)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

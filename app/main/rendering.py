@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from pygments import highlight
+
+from app.models import UserItem
 
 # Data larger than this is cut in the list; the detail view shows all of it.
 LIST_PREVIEW_BYTES = 20_000
+# A hex dump is four times the size of its bytes, so binary data is cut sooner.
 HEX_PREVIEW_BYTES = 4_096
+# Highlighting wraps every token in a span; beyond this, JSON is shown as plain text.
+HIGHLIGHT_MAX_BYTES = 1_000_000
 
 
 @dataclass
@@ -22,8 +29,8 @@ class RenderedData:
     size: int
 
 
-def highlight_json(value) -> Markup:
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+def highlight_json(value, sort_keys: bool = False) -> Markup:
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
     # Pygments escapes the text it is given; the result is safe markup.
     return Markup(highlight(text, current_app.json_lexer, current_app.html_formatter))
 
@@ -38,26 +45,56 @@ def hex_view(data: bytes) -> str:
     return "\n".join(lines)
 
 
-def render_data(item, limit: int | None = LIST_PREVIEW_BYTES) -> RenderedData:
-    """Render an item's data, cut to `limit` bytes when a limit is given."""
+def preview_columns() -> tuple:
+    """SQL for the start of an item's data, so that a list of 10 MB messages never loads them whole.
+
+    One character is at least one byte, so LIST_PREVIEW_BYTES + 1 characters are enough to
+    tell whether the text is longer than LIST_PREVIEW_BYTES bytes.
+    """
+    return (
+        sa.func.substr(UserItem.data_text, 1, LIST_PREVIEW_BYTES + 1, type_=sa.Text).label("text_preview"),
+        sa.func.substr(UserItem.data_bytes, 1, HEX_PREVIEW_BYTES + 1, type_=sa.LargeBinary).label("bytes_preview"),
+    )
+
+
+def with_previews(query: sa.Select) -> sa.Select:
+    """Select (item, text_preview, bytes_preview) rows, leaving the full data unloaded."""
+    return query.add_columns(*preview_columns()).options(
+        so.defer(UserItem.data_text, raiseload=True), so.defer(UserItem.data_bytes, raiseload=True)
+    )
+
+
+def looks_like_json(item, text: str) -> bool:
+    return item.is_json or text.lstrip()[:1] in ("{", "[")
+
+
+def render_data(item, limit: int | None = LIST_PREVIEW_BYTES, *, previewed: bool = False,
+                text: str | None = None, raw: bytes | None = None) -> RenderedData:
+    """Render an item's data, cut to `limit` bytes when a limit is given.
+
+    With previewed=True, `text` and `raw` are the starts of the data from preview_columns()
+    and the item's own data columns are not touched.
+    """
+    if not previewed:
+        text, raw = item.data_text, item.data_bytes
     size = item.size
-    if item.is_binary:
-        raw = item.data_bytes
-        cut = limit is not None and len(raw) > min(limit, HEX_PREVIEW_BYTES)
-        shown = raw[: min(limit, HEX_PREVIEW_BYTES)] if cut else raw
+    if raw is not None:
+        raw = bytes(raw)
+        shown_limit = None if limit is None else min(limit, HEX_PREVIEW_BYTES)
+        cut = shown_limit is not None and len(raw) > shown_limit
+        shown = raw[:shown_limit] if cut else raw
         html = Markup('<pre class="hexdump">{}</pre>').format(hex_view(shown))
         return RenderedData("binary", html, cut, size)
-    text = item.data_text or ""
     if not text:
         return RenderedData("empty", Markup('<span class="text-muted">(no data)</span>'), False, size)
-    if limit is not None and len(text) > limit:
-        return RenderedData(
-            "json" if item.is_json else "text",
-            Markup('<pre class="data-text">{}</pre>').format(text[:limit]),
-            True,
-            size,
-        )
-    if item.is_json:
+    if limit is not None and len(text) * 4 > limit:
+        encoded = text.encode("utf-8")
+        if len(encoded) > limit:
+            # Cut on a character boundary; the detail view has the rest.
+            shown_text = encoded[:limit].decode("utf-8", errors="ignore")
+            kind = "json" if looks_like_json(item, text) else "text"
+            return RenderedData(kind, Markup('<pre class="data-text">{}</pre>').format(shown_text), True, size)
+    if looks_like_json(item, text) and len(text) <= HIGHLIGHT_MAX_BYTES:
         try:
             return RenderedData("json", highlight_json(json.loads(text)), False, size)
         except ValueError:
@@ -69,7 +106,4 @@ def render_attributes(item) -> Markup:
     attributes = item.attributes
     if not attributes:
         return Markup('<span class="text-muted">(none)</span>')
-    return highlight_json(attributes)
-
-
-__all__ = ["render_data", "render_attributes", "highlight_json", "hex_view", "escape"]
+    return highlight_json(attributes, sort_keys=True)

@@ -1,13 +1,14 @@
 import sqlalchemy as sa
 from flask import abort, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user, login_required
+from markupsafe import Markup
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from app.errors.handlers import error_response
 from app.extensions import db
 from app.main import bp
-from app.main.rendering import render_attributes, render_data
+from app.main.rendering import render_attributes, render_data, with_previews
 from app.models import Notification, Task, User, UserItem, utcnow
 
 POLLING_TASK = "polling_subscription"
@@ -27,10 +28,14 @@ def visible_user(username: str | None) -> User:
     return user
 
 
-def render_item_row(item: UserItem) -> str:
-    return render_template(
-        "main/_useritem.html", item=item, data=render_data(item), attributes=render_attributes(item)
-    )
+def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: bytes | None) -> str:
+    data = render_data(item, previewed=True, text=text_preview, raw=bytes_preview)
+    return render_template("main/_useritem.html", item=item, data=data, attributes=render_attributes(item))
+
+
+def list_items(query: sa.Select, limit: int) -> list:
+    """Rows of (item, text_preview, bytes_preview): large data is cut in SQL, not in memory."""
+    return list(db.session.execute(with_previews(query).limit(limit)))
 
 
 @bp.route("/user/<username>")
@@ -38,18 +43,21 @@ def render_item_row(item: UserItem) -> str:
 def user(username):
     """A user's page: their newest messages first, with live updates."""
     owner = visible_user(username)
-    items = list(
-        db.session.scalars(
-            owner.items.select().order_by(UserItem.id.desc()).limit(current_app.config["ITEMS_PER_PAGE"])
-        )
-    )
+    rows = list_items(owner.items.select().order_by(UserItem.id.desc()), current_app.config["ITEMS_PER_PAGE"])
     task = owner.get_task_in_progress(POLLING_TASK)
+    # The page follows notifications from now on; the task's state is already in the page.
+    notifications_since = db.session.scalar(
+        sa.select(sa.func.max(Notification.timestamp)).where(Notification.user_id == owner.id)
+    )
     return render_template(
         "main/user.html",
         owner=owner,
-        rows=[render_item_row(item) for item in items],
-        newest_id=items[0].id if items else 0,
-        oldest_id=items[-1].id if items else 0,
+        # Rendered by our own template, which escapes every value: safe to place as HTML.
+        rows=[Markup(render_item_row(*row)) for row in rows],
+        newest_id=rows[0][0].id if rows else 0,
+        oldest_id=rows[-1][0].id if rows else 0,
+        more_older=len(rows) == current_app.config["ITEMS_PER_PAGE"],
+        notifications_since=notifications_since or 0,
         polling=task is not None,
         task=task,
         subscription=current_app.config["SUBSCRIPTION_NAME"],
@@ -71,14 +79,14 @@ def useritems():
         limit = MAX_ITEMS_PER_RESPONSE
         query = query.where(UserItem.id > (after or 0)).order_by(UserItem.id.asc())
     # One extra row tells whether more are waiting, without a COUNT.
-    items = list(db.session.scalars(query.limit(limit + 1)))
-    more = len(items) > limit
-    items = items[:limit]
+    rows = list_items(query, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
     return jsonify(
         {
-            "status": "success" if items else "unchanged",
-            "items": [render_item_row(item) for item in items],
-            "ids": [item.id for item in items],
+            "status": "success" if rows else "unchanged",
+            "items": [render_item_row(*row) for row in rows],
+            "ids": [row[0].id for row in rows],
             "more": more,
         }
     )

@@ -15,8 +15,9 @@ $(function () {
   const POLL_MS = 5000;
   let newestId = Number(page.data("newest-id")) || 0;
   let oldestId = Number(page.data("oldest-id")) || 0;
-  let notificationsSince = 0;
-  let noOlderItems = oldestId === 0;
+  // The page was rendered with the task's state; follow notifications from then on.
+  let notificationsSince = Number(page.data("notifications-since")) || 0;
+  let noOlderItems = oldestId === 0 || page.data("more-older") === false;
   let loadingOlder = false;
   const seenIds = new Set();
   $("#useritems tr.useritem").each(function () { seenIds.add(Number($(this).data("item-id"))); });
@@ -62,6 +63,12 @@ $(function () {
       .toggleClass("btn-warning", polling).toggleClass("btn-success", !polling);
   }
 
+  function forThisSubscription(name) {
+    // Notifications may name the subscription in full (projects/p/subscriptions/s) or by its short name.
+    return name === undefined || name === null || name === subscription ||
+      String(name).endsWith("/subscriptions/" + subscription);
+  }
+
   function setTaskProgress(data) {
     const box = $("#current-task");
     const stage = String(data.progress || "");
@@ -75,11 +82,18 @@ $(function () {
       clearTimeout(setTaskProgress.timer);
       if (box.prop("hidden") || box.is(":hidden")) { box.prop("hidden", false).hide().fadeIn(1000); }
     } else {
-      if (data.subscription === undefined || data.subscription === subscription) { setButton(false); }
+      if (forThisSubscription(data.subscription)) { setButton(false); }
       clearTimeout(setTaskProgress.timer);
       setTaskProgress.timer = setTimeout(function () { box.fadeOut(1000); }, 5000);
     }
   }
+
+  function connectionLost(xhr) {
+    const reason = xhr.status === 0 ? "the server did not answer" : (xhr.status + " " + xhr.statusText);
+    $("#poll-error").text("Updates paused: " + reason + ". Retrying every 5 seconds.").prop("hidden", false);
+  }
+
+  function connectionBack() { $("#poll-error").prop("hidden", true); }
 
   function pollNotifications() {
     if (!ownPage) { return $.Deferred().resolve(); }
@@ -88,11 +102,13 @@ $(function () {
         if (list[i].name === "task_progress") { setTaskProgress(list[i].data); }
         notificationsSince = list[i].timestamp;
       }
-    });
+      connectionBack();
+    }).fail(connectionLost);
   }
 
   function pollItems() {
-    return $.getJSON(urls.useritems, {after: newestId, user: owner}).done(function (reply) {
+    return $.getJSON(urls.useritems, {after: newestId, user: owner}).fail(connectionLost).done(function (reply) {
+      connectionBack();
       addRows(reply.items, reply.ids, "top");
       if (reply.ids.length) { newestId = Math.max(newestId, reply.ids[reply.ids.length - 1]); }
       if (!oldestId && reply.ids.length) { oldestId = reply.ids[0]; }
@@ -131,6 +147,7 @@ $(function () {
     $.post(urls.polling, {action: action, subscription: subscription}).done(function (reply) {
       if (action === "start") {
         setButton(true);
+        if (reply.status === "success") { setTaskProgress({progress: "Starting", description: "Polling " + subscription}); }
         infoMessage(reply.status === "success" ? "Started background task: polling " + subscription
                                                : "A polling task is already running.");
       } else {

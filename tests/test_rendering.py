@@ -1,0 +1,132 @@
+"""How one stored message is shown: highlighted JSON, escaped text, labelled binary, cut when large."""
+
+import pytest
+
+from app.extensions import db
+from app.main.rendering import HEX_PREVIEW_BYTES, LIST_PREVIEW_BYTES, render_attributes, render_data
+from app.models import UserItem
+from tests.conftest import create_user, store_item
+
+HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'
+HOSTILE_SCRIPT = "</script><script>window.__pwned=1</script>"
+
+
+@pytest.fixture
+def stored(app):
+    """Store one message for a fresh user and hand back the loaded UserItem, inside an app context."""
+    user_id = create_user(app, "alice")
+
+    def store(data, attributes=None):
+        item_id = store_item(app, user_id, data, attributes)
+        return db.session.get(UserItem, item_id)
+
+    with app.app_context():
+        yield store
+
+
+def test_json_data_is_pretty_printed_and_highlighted(stored):
+    rendered = render_data(stored('{"temperature": 21.5, "room": "kitchen"}'))
+    assert rendered.kind == "json" and not rendered.truncated
+    assert '<div class="highlight">' in rendered.html
+    # Pygments wraps keys and numbers in token classes (nt: name tag, mf: float).
+    assert '<span class="nt">"temperature"</span>' in rendered.html
+    assert '<span class="mf">21.5</span>' in rendered.html
+    assert "\n" in rendered.html  # indented, not one long line
+
+
+def test_plain_text_is_escaped(stored):
+    rendered = render_data(stored(f"hello {HOSTILE_IMG} {HOSTILE_SCRIPT}"))
+    assert rendered.kind == "text"
+    assert "<img" not in rendered.html and "<script" not in rendered.html
+    assert "&lt;img src=x onerror=&#34;window.__pwned=1&#34;&gt;" in rendered.html
+    assert "&lt;/script&gt;&lt;script&gt;" in rendered.html
+
+
+def test_hostile_strings_inside_json_and_attributes_are_escaped(stored):
+    item = stored({"html": HOSTILE_IMG, "script": HOSTILE_SCRIPT}, {"note": HOSTILE_IMG, "x": HOSTILE_SCRIPT})
+    for html in (render_data(item).html, render_attributes(item)):
+        assert "<img" not in html and "<script" not in html and "</script" not in html
+        assert "&lt;img" in html and "&lt;/script&gt;" in html
+
+
+def test_attributes_are_highlighted_json(stored):
+    html = render_attributes(stored("x", {"origin": "sensor-7", "kind": "reading"}))
+    assert '<div class="highlight">' in html
+    assert '"origin"' in html and '"sensor-7"' in html
+
+
+def test_no_attributes_says_none(stored):
+    assert "(none)" in render_attributes(stored("x"))
+
+
+def test_binary_data_gets_a_hex_view(stored):
+    payload = bytes([0xFF, 0xFE, 0x00, 0x41, 0x42, 0x80])
+    rendered = render_data(stored(payload))
+    assert rendered.kind == "binary"
+    assert 'class="hexdump"' in rendered.html
+    assert "ff fe 00 41 42 80" in rendered.html
+    assert "..AB." in rendered.html  # printable bytes alongside the hex
+
+
+def test_binary_row_is_labelled(app, client, auth):
+    user_id = create_user(app, "alice")
+    store_item(app, user_id, b"\xff\xfe\x00binary")
+    auth.login()
+    row = client.get("/useritems?after=0").get_json()["items"][0]
+    assert "binary data · hex view" in row
+    assert "ff fe 00 62 69 6e 61 72 79" in row
+
+
+def test_large_text_is_cut_in_the_list_and_whole_in_the_detail(stored):
+    item = stored("a" * (LIST_PREVIEW_BYTES + 5_000))
+    listed = render_data(item)
+    assert listed.truncated
+    assert listed.html.count("a") <= LIST_PREVIEW_BYTES + 100
+    whole = render_data(item, limit=None)
+    assert not whole.truncated
+    assert whole.html.count("a") >= LIST_PREVIEW_BYTES + 5_000
+
+
+def test_large_json_is_cut_in_the_list(stored):
+    item = stored({"values": list(range(10_000))})
+    assert item.size > LIST_PREVIEW_BYTES
+    listed = render_data(item)
+    assert listed.truncated and listed.kind == "json"
+    assert len(listed.html) < LIST_PREVIEW_BYTES + 1_000
+
+
+def test_cut_counts_bytes_not_characters(stored):
+    # 8,000 four-byte characters are 32 KB: over the limit although under it in characters.
+    item = stored("\U0001F600" * 8_000)
+    listed = render_data(item)
+    assert listed.truncated
+    assert len(str(listed.html).encode("utf-8")) < LIST_PREVIEW_BYTES + 200
+
+
+def test_small_data_is_not_cut(stored):
+    assert not render_data(stored("b" * (LIST_PREVIEW_BYTES - 10))).truncated
+
+
+def test_large_binary_is_cut_in_the_list(stored):
+    item = stored(b"\xff" * (HEX_PREVIEW_BYTES * 3))
+    listed = render_data(item)
+    assert listed.kind == "binary" and listed.truncated
+    assert listed.html.count("ff") <= HEX_PREVIEW_BYTES + 10
+    assert render_data(item, limit=None).html.count("ff") >= HEX_PREVIEW_BYTES * 3
+
+
+def test_empty_data_says_so(stored):
+    rendered = render_data(stored(""))
+    assert rendered.kind == "empty" and "(no data)" in rendered.html
+
+
+def test_invalid_json_falls_back_to_escaped_text(stored):
+    rendered = render_data(stored("{not json <b>"))
+    assert rendered.kind == "text" and "&lt;b&gt;" in rendered.html
+
+
+def test_pygments_css_is_served(client):
+    response = client.get("/pygments.css")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/css")
+    assert ".highlight .nt" in response.get_data(as_text=True)
