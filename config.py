@@ -53,6 +53,20 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 
+    # Failed sign-ins allowed per client address and per username (Flask-Limiter syntax),
+    # counted in Redis so that the limits hold across gunicorn workers.
+    SIGN_IN_LIMIT_PER_ADDRESS = os.environ.get("SIGN_IN_LIMIT_PER_ADDRESS") or "10/minute"
+    SIGN_IN_LIMIT_PER_USERNAME = os.environ.get("SIGN_IN_LIMIT_PER_USERNAME") or "5/minute"
+    # Storage defaults to REDIS_URL (app.security). A moving window means "in any 60 s",
+    # with no burst at a minute's boundary.
+    RATELIMIT_STRATEGY = "moving-window"
+    RATELIMIT_HEADERS_ENABLED = True
+    # When Redis is unreachable, count in each process's memory and log a warning,
+    # rather than refuse every sign-in; Redis is rechecked with backoff.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
+
+    # Cookies are also marked Secure per request over HTTPS (app.security).
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True

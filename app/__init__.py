@@ -11,6 +11,7 @@ from flask import Blueprint, Flask
 from pygments import formatters, lexers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app import security
 from app.extensions import bootstrap, csrf, db, login, migrate
 from app.redis_connection import Redis
 from config import DEV_SECRET_KEY, Config
@@ -60,6 +61,7 @@ def create_app(config_class: type = Config) -> Flask:
     login.init_app(app)
     csrf.init_app(app)
     bootstrap.init_app(app)
+    security.init_app(app)
 
     app.redis = Redis.from_url(app.config["REDIS_URL"])
     app.task_queue = rq.Queue(app.config["RQ_QUEUE"], connection=app.redis)

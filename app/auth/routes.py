@@ -3,11 +3,25 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth import bp
 from app.auth.forms import ChangePasswordForm, LoginForm
-from app.extensions import db
+from app.extensions import db, limiter
 from app.models import User, as_utc, utcnow
+from app.security import (
+    SIGN_IN_LIMIT_MESSAGE,
+    client_address_key,
+    is_failed_sign_in,
+    log_sign_in_limit,
+    sign_in_limit_per_address,
+    sign_in_limit_per_username,
+    username_key,
+)
+
+# Checked when the username is unknown, so that a wrong username takes as long as a
+# wrong password and the timing does not tell which usernames exist.
+_UNKNOWN_USER_HASH = generate_password_hash("no user has this password")
 
 
 def safe_next_url(target: str | None) -> str | None:
@@ -34,8 +48,18 @@ def record_last_seen():
             db.session.commit()
 
 
+_sign_in_limit_options = {
+    "methods": ["POST"],
+    "deduct_when": is_failed_sign_in,
+    "error_message": SIGN_IN_LIMIT_MESSAGE,
+    "on_breach": log_sign_in_limit,
+}
+
+
 @bp.route("/", methods=["GET", "POST"])
 @bp.route("/index", methods=["GET", "POST"])
+@limiter.limit(sign_in_limit_per_address, key_func=client_address_key, **_sign_in_limit_options)
+@limiter.limit(sign_in_limit_per_username, key_func=username_key, **_sign_in_limit_options)
 def index():
     """Sign-in form; signed-in users go straight to their page."""
     if current_user.is_authenticated:
@@ -43,8 +67,14 @@ def index():
     form = LoginForm()
     if form.validate_on_submit():
         user = db.session.scalar(sa.select(User).where(User.username == form.username.data))
+        if user is None:
+            check_password_hash(_UNKNOWN_USER_HASH, form.password.data)
         if user is None or not user.check_password(form.password.data):
-            current_app.logger.info("Failed sign-in for username %r", form.username.data[:64])
+            # An unknown username is not logged: it is often a password typed in the wrong box.
+            current_app.logger.info(
+                "Failed sign-in for %s from %s",
+                f"user {user.username}" if user else "an unknown username", request.remote_addr,
+            )
             flash("Invalid username or password.", "danger")
             return render_template("auth/index.html", form=form), 401
         login_user(user, remember=form.remember_me.data)

@@ -1,0 +1,251 @@
+"""Security hardening: sign-in rate limits, response headers, Secure cookies behind a proxy, log redaction.
+
+The headers are a few lines of our own rather than Flask-Talisman: the app needs the
+Secure flag decided per request (Heroku's router speaks HTTPS, the app sees HTTP plus
+X-Forwarded-Proto), for the remember-me cookie as well as the session, and no forced
+HTTPS redirect for local development; Talisman sets the session cookie's flag once, in
+config, and leaves Flask-Login's cookie alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import traceback
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, has_request_context, request
+from flask_limiter import RequestLimit
+from flask_limiter.util import get_remote_address
+
+from app.extensions import limiter
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        # Bootstrap's CSS draws checkboxes and selects with data: SVGs.
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
+
+SIGN_IN_LIMIT_MESSAGE = "Too many failed sign-in attempts. Wait a minute, then try again."
+REDACTED = "[REDACTED]"
+
+
+class SecureCookieResponse(Response):
+    """A response whose cookies are all Secure when the request came over HTTPS.
+
+    Behind Heroku's router the app sees HTTP; ProxyFix turns X-Forwarded-Proto into
+    the request's scheme, so request.is_secure tells whether the browser used HTTPS.
+    Local development over plain HTTP keeps working because the flag is not forced.
+    """
+
+    def set_cookie(self, key: str, *args, **kwargs) -> None:
+        # Flask's session, Flask-Login's remember cookie and delete_cookie all pass
+        # secure= by keyword.
+        if has_request_context() and request.is_secure:
+            kwargs["secure"] = True
+        super().set_cookie(key, *args, **kwargs)
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+    return response
+
+
+# --- sign-in rate limits -------------------------------------------------------------------------
+
+
+def _limit_namespace() -> str:
+    # Every web process of a deployment shares the queue name, and each test app has its own.
+    return current_app.config["RQ_QUEUE"]
+
+
+def client_address_key() -> str:
+    """The rate-limit key for the client's address (after ProxyFix)."""
+    return f"{_limit_namespace()}:address:{get_remote_address()}"
+
+
+def username_key() -> str:
+    """The rate-limit key for the username tried; hashed, as people type passwords into it."""
+    username = (request.form.get("username") or "").strip().lower()
+    return f"{_limit_namespace()}:username:{hashlib.sha256(username.encode()).hexdigest()[:32]}"
+
+
+def sign_in_limit_per_address() -> str:
+    return current_app.config["SIGN_IN_LIMIT_PER_ADDRESS"]
+
+
+def sign_in_limit_per_username() -> str:
+    return current_app.config["SIGN_IN_LIMIT_PER_USERNAME"]
+
+
+def is_failed_sign_in(response: Response) -> bool:
+    """Only wrong credentials count, so signing in and out repeatedly never locks anyone out."""
+    return response.status_code == 401
+
+
+def log_sign_in_limit(request_limit: RequestLimit) -> None:
+    current_app.logger.warning(
+        "Sign-in rate limit %s reached for client %s", request_limit.limit, get_remote_address()
+    )
+
+
+def _limiter_storage_options(redis_url: str) -> dict:
+    options: dict = {"socket_connect_timeout": 2, "socket_timeout": 2, "health_check_interval": 30}
+    if redis_url.startswith("rediss://"):
+        # Heroku Redis presents a self-signed certificate.
+        options["ssl_cert_reqs"] = None
+    return options
+
+
+# --- log redaction -------------------------------------------------------------------------------
+
+_SECRET_KEY_NAMES = r"\w*(?:password|passwd|secret|private_key|api_key|token)\w*"
+_VALUE = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,;&'\"})\]]+"
+_REDACTIONS = [
+    # PEM private keys, raw or with escaped newlines, even when cut off.
+    (
+        re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----.*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)", re.S),
+        "[REDACTED PRIVATE KEY]",
+    ),
+    # key=value, key: value, "key": "value", 'key': 'value'
+    (re.compile(rf"(?P<key>(?P<q>[\"']?)\b{_SECRET_KEY_NAMES}(?P=q)\s*[:=]\s*)(?P<value>{_VALUE})", re.I), None),
+    # ('password', 'value'), as in a MultiDict's repr
+    (re.compile(rf"(?P<key>(?P<q>[\"']){_SECRET_KEY_NAMES}(?P=q)\s*,\s*)(?P<value>{_VALUE})", re.I), None),
+    # scheme://user:password@host
+    (re.compile(r"(?P<key>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?P<value>[^\s@/]+)(?=@)", re.I), None),
+    (re.compile(r"(?P<key>\bauthorization\W+(?:bearer|basic)\s+)(?P<value>\S+)", re.I), None),
+]
+_MIN_KNOWN_SECRET_LENGTH = 8
+_known_secrets: set[str] = set()
+_known_secrets_lock = threading.Lock()
+_factory_installed = False
+
+
+def _redact_value(match: re.Match) -> str:
+    value = match.group("value")
+    quote = value[0] if value[:1] in {'"', "'"} else ""
+    return f"{match.group('key')}{quote}{REDACTED}{quote}"
+
+
+def redact_secrets(text: str) -> str:
+    """Text with passwords, private keys, URL credentials and the app's known secrets blanked out."""
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement or _redact_value, text)
+    return text
+
+
+def register_secret(value: str | None) -> None:
+    """Redact this exact value (and its escaped forms) from every log record."""
+    if not value or len(value) < _MIN_KNOWN_SECRET_LENGTH:
+        return
+    with _known_secrets_lock:
+        _known_secrets.update({value, json.dumps(value)[1:-1], repr(value)[1:-1]})
+
+
+def _credential_secrets(credentials: str | None) -> list[str]:
+    """The private key and key id in GOOGLE_APPLICATION_CREDENTIALS (the JSON text or a key file)."""
+    if not credentials:
+        return []
+    text = credentials.strip()
+    if not text.startswith("{"):
+        try:
+            text = Path(text).read_text()
+        except (OSError, ValueError):
+            return []
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(info, dict):
+        return []
+    return [str(info[name]) for name in ("private_key", "private_key_id") if info.get(name)]
+
+
+def register_app_secrets(app: Flask) -> None:
+    register_secret(app.config.get("SECRET_KEY"))
+    register_secret(app.config.get("ADMIN_PASSWORD"))
+    for secret in _credential_secrets(app.config.get("GOOGLE_APPLICATION_CREDENTIALS")):
+        register_secret(secret)
+    for url_name in ("SQLALCHEMY_DATABASE_URI", "REDIS_URL"):
+        try:
+            register_secret(urlsplit(str(app.config.get(url_name) or "")).password)
+        except ValueError:
+            continue
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError, KeyError):
+        return  # a malformed call; logging reports it when the record is formatted
+    redacted = redact_secrets(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    if record.exc_info and not record.exc_text:
+        # Formatters reuse exc_text, so the redacted traceback is the one that is written.
+        record.exc_text = redact_secrets("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+    if record.stack_info:
+        record.stack_info = redact_secrets(record.stack_info)
+
+
+def install_log_redaction() -> None:
+    """Redact every log record as it is created, whichever logger and handler it goes to.
+
+    A Filter on the app's handlers would miss gunicorn's, rq's and Google's loggers and
+    Python's last-resort handler, so the redaction sits in the record factory instead.
+    """
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous_factory = logging.getLogRecordFactory()
+
+    def redacting_factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous_factory(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(redacting_factory)
+    _factory_installed = True
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def init_app(app: Flask) -> None:
+    """Attach the limiter, the headers, the cookie policy and log redaction to the app."""
+    install_log_redaction()
+    register_app_secrets(app)
+
+    app.response_class = SecureCookieResponse
+    app.after_request(add_security_headers)
+
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", _limiter_storage_options(app.config["RATELIMIT_STORAGE_URI"]))
+    limiter.init_app(app)
