@@ -1,0 +1,184 @@
+"""The live page in Debian's Chromium: paging, live updates in two tabs, hostile and odd payloads,
+the change-password form and a phone's width. Every page must run under a strict CSP without errors."""
+
+import json
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import ARTIFACTS, TEST_PASSWORD, create_user, store_item, store_items
+
+pytestmark = pytest.mark.browser
+
+HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'
+HOSTILE_SCRIPT = "</script><script>window.__pwned=1</script>"
+# One five-second poll plus the time to fetch and draw.
+LIVE_UPDATE_MS = 7_000
+
+
+class PageErrors:
+    """Console errors (CSP refusals included) and uncaught exceptions of every page in a context."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def watch(self, page):
+        page.on("console", lambda message: message.type == "error" and self.messages.append(message.text))
+        page.on("pageerror", lambda error: self.messages.append(f"uncaught: {error}"))
+        page.on("response", lambda response: response.status >= 400
+                and self.messages.append(f"HTTP {response.status} {response.request.method} {response.url}"))
+        return page
+
+
+@pytest.fixture
+def browser_context(browser, live_server):
+    """A fresh browser profile on the live server; fails the test on any console error."""
+    context = browser.new_context(base_url=live_server)
+    errors = PageErrors()
+    context.on("page", errors.watch)
+    yield context, errors
+    context.close()
+    assert errors.messages == [], f"errors in the browser console: {errors.messages}"
+
+
+def sign_in(context, username="alice", password=TEST_PASSWORD, viewport=None):
+    page = context.new_page()
+    if viewport:
+        page.set_viewport_size(viewport)
+    page.goto("/index")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("#submit")
+    page.wait_for_url(f"**/user/{username}")
+    return page
+
+
+def shown_ids(page) -> list[int]:
+    return page.eval_on_selector_all("#useritems tr.useritem", "rows => rows.map(row => Number(row.dataset.itemId))")
+
+
+def test_infinite_scroll_loads_all_250_items_newest_first_without_gaps(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    ids = store_items(app, user_id, [{"data": {"n": number}} for number in range(250)])
+    page = sign_in(context)
+    assert len(shown_ids(page)) == app.config["ITEMS_PER_PAGE"]
+    deadline = time.monotonic() + 30
+    while page.text_content("#scroll-status") != "No older messages." and time.monotonic() < deadline:
+        page.mouse.wheel(0, 100_000)
+        page.wait_for_timeout(150)
+    assert shown_ids(page) == list(reversed(ids))
+
+
+def test_two_tabs_both_receive_every_new_item_once(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    first_ids = store_items(app, user_id, [{"data": {"n": number}} for number in range(3)])
+    tabs = [sign_in(context), context.new_page()]
+    tabs[1].goto("/user/alice")
+    # More than one response's worth (100), so catching up takes several polls.
+    new_ids = store_items(app, user_id, [{"data": {"burst": number}} for number in range(130)])
+    expected = list(reversed(first_ids + new_ids))
+    for tab in tabs:
+        # Locator assertions poll without eval(), which the CSP forbids.
+        expect(tab.locator("#useritems tr.useritem")).to_have_count(len(expected), timeout=LIVE_UPDATE_MS + 3_000)
+        assert shown_ids(tab) == expected
+        assert tab.is_hidden("#no-items")
+
+
+def test_hostile_content_is_shown_as_text_and_never_runs(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    hostile_attributes = {"img": HOSTILE_IMG, "script": HOSTILE_SCRIPT}
+    store_item(app, user_id, f"{HOSTILE_IMG} {HOSTILE_SCRIPT}", hostile_attributes)
+    page = sign_in(context)
+    # And once more through the live update, which inserts rows with JavaScript.
+    live_id = store_item(app, user_id, {"html": HOSTILE_IMG, "script": HOSTILE_SCRIPT}, hostile_attributes)
+    page.wait_for_selector(f"#item-{live_id}", timeout=LIVE_UPDATE_MS)
+    page.wait_for_timeout(300)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("#useritems img").count() == 0
+    rows = page.locator("#useritems tr.useritem").all()
+    assert len(rows) == 2
+    for row in rows:
+        attributes = row.locator(".item-attributes").inner_text()
+        assert json.dumps(HOSTILE_IMG) in attributes and json.dumps(HOSTILE_SCRIPT) in attributes
+        data = row.locator(".item-data").inner_text()
+        assert "<img src=x onerror=" in data and "</script><script>window.__pwned=1</script>" in data
+
+
+def test_binary_data_shows_a_labelled_hex_view(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    item_id = store_item(app, user_id, b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    page = sign_in(context)
+    cell = page.locator(f"#item-{item_id} .item-data")
+    assert "binary data · hex view" in cell.inner_text()
+    assert "89 50 4e 47 0d 0a 1a 0a 00 ff fe" in cell.locator("pre.hexdump").inner_text()
+
+
+def test_five_megabyte_message_is_cut_in_the_list_and_whole_on_request(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    page = sign_in(context)
+    big = {"blob": "x" * 5_000_000, "tail": "end-of-message"}
+    item_id = store_item(app, user_id, big)
+    page.wait_for_selector(f"#item-{item_id}", timeout=LIVE_UPDATE_MS)
+    # The page answers at once: the list holds about 20 KB of the message, not 5 MB.
+    started = time.monotonic()
+    page.evaluate("1 + 1")
+    assert time.monotonic() - started < 0.5
+    assert page.evaluate("document.body.innerHTML.length") < 200_000
+    row = page.locator(f"#item-{item_id}")
+    assert "end-of-message" not in row.inner_text()
+    row.get_by_role("link", name="show all").click()
+    page.wait_for_url(f"**/useritems/{item_id}")
+    shown = page.evaluate("document.getElementById('item-data').textContent")
+    assert len(shown) > 5_000_000 and "end-of-message" in shown
+
+
+def test_change_password_in_the_browser_then_sign_in_with_it(app, browser_context):
+    context, errors = browser_context
+    create_user(app, "alice")
+    page = sign_in(context)
+    page.fill("#curpass", TEST_PASSWORD)
+    page.fill("#newpass", "a-new-password-1")
+    page.fill("#cnfrmpass", "a-different-one-2")
+    page.click("#changepwd button[type=submit]")
+    assert page.locator("#pwd-alert").inner_text() == "The new passwords do not match."
+    page.fill("#cnfrmpass", "a-new-password-1")
+    page.click("#changepwd button[type=submit]")
+    page.wait_for_selector("#pwd-alert.alert-success")
+    assert "Password changed" in page.inner_text("#pwd-alert")
+    assert page.input_value("#newpass") == "" and page.input_value("#curpass") == ""  # the form reset itself
+    page.goto("/logout")
+    page.fill("#username", "alice")
+    page.fill("#password", TEST_PASSWORD)
+    page.click("#submit")
+    assert "/user/alice" not in page.url  # the old password is refused
+    assert page.locator(".alert-danger").inner_text() == "Invalid username or password."
+    errors.messages.clear()  # that refusal was a 401, as it should be
+    assert sign_in(context, password="a-new-password-1").url.endswith("/user/alice")
+
+
+def test_page_fits_a_phone_and_the_navbar_toggler_opens_the_menu(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    store_items(app, user_id, [
+        {"data": {"long": "y" * 3_000, "nested": {"list": list(range(50))}}, "attributes": {"k" * 80: "v" * 200}},
+        {"data": b"\x00\x01\xff" * 300},
+        {"data": "an-unbroken-token-" * 100},
+    ])
+    page = sign_in(context, viewport={"width": 375, "height": 740})
+    page.wait_for_timeout(300)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than the phone"
+    button = page.locator("#pollnav")
+    assert not button.is_visible()  # folded into the menu
+    page.click(".navbar-toggler")
+    button.wait_for(state="visible")
+    button.click()
+    page.wait_for_selector("#pollnav:has-text('Stop polling')")
+    assert page.locator("#clnt-alert").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
