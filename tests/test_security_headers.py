@@ -1,0 +1,130 @@
+"""Security headers on every response, and pages that live with the CSP (no inline script)."""
+
+import re
+
+from tests.conftest import create_user, csrf_token_from, store_item
+from tests.test_security_csrf import concrete_path
+
+EXPECTED_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+HTTPS = {"X-Forwarded-Proto": "https"}
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>", re.I)
+EVENT_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.I)
+INLINE_STYLE = re.compile(r"<style\b|<[^>]+\sstyle\s*=", re.I)
+JAVASCRIPT_URL = re.compile(r"""(?:href|src|action)\s*=\s*["']?\s*javascript:""", re.I)
+
+
+def csp_directives(response) -> dict[str, list[str]]:
+    policy = response.headers.get("Content-Security-Policy", "")
+    directives = {}
+    for part in policy.split(";"):
+        words = part.split()
+        if words:
+            directives[words[0]] = words[1:]
+    return directives
+
+
+def assert_security_headers(response, where: str) -> None:
+    for name, value in EXPECTED_HEADERS.items():
+        assert response.headers.get(name) == value, f"{where}: {name}"
+    directives = csp_directives(response)
+    assert directives.get("default-src") == ["'self'"], where
+    assert directives.get("frame-ancestors") == ["'none'"], where
+    assert directives.get("object-src") == ["'none'"], where
+    for directive in ("default-src", "script-src", "style-src"):
+        assert not {"'unsafe-inline'", "'unsafe-eval'", "*", "data:"} & set(directives.get(directive, [])), where
+    assert directives.get("script-src", ["'self'"]) == ["'self'"], where
+
+
+def assert_no_inline_code(html: str, where: str) -> None:
+    for pattern in (INLINE_SCRIPT, EVENT_HANDLER, INLINE_STYLE, JAVASCRIPT_URL):
+        match = pattern.search(html)
+        assert match is None, f"{where}: inline code the CSP would block: {match.group(0) if match else ''}"
+
+
+def signed_in_with_data(app, client, auth):
+    alice = create_user(app, "alice")
+    item_id = store_item(app, alice, {"hello": "world"}, attributes={"kind": "test"})
+    auth.login()
+    return item_id
+
+
+def every_get_response(app, client, item_id):
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods:
+            continue
+        path = concrete_path(app, rule)
+        if rule.endpoint == "main.useritem":
+            path = f"/useritems/{item_id}"
+        elif rule.endpoint == "bootstrap.static":
+            path = "/bootstrap/static/css/bootstrap.min.css"
+        elif rule.endpoint == "vendor_jquery.static":
+            path = "/static/vendor/jquery/jquery.min.js"
+        elif rule.endpoint == "auth.logout":
+            continue  # it would end the session the other pages need; checked on its own
+        yield path, client.get(path)
+
+
+def test_every_page_and_endpoint_sends_the_security_headers(app, client, auth):
+    item_id = signed_in_with_data(app, client, auth)
+    seen = []
+    for path, response in every_get_response(app, client, item_id):
+        assert response.status_code in (200, 302), f"{path} answered {response.status_code}"
+        assert_security_headers(response, path)
+        seen.append(path)
+    assert {"/index", "/user/alice", f"/useritems/{item_id}", "/useritems", "/notifications"} <= set(seen)
+    assert_security_headers(client.get("/logout"), "/logout")
+
+
+def test_every_html_page_has_no_inline_script_or_style(app, client, auth):
+    item_id = signed_in_with_data(app, client, auth)
+    pages = [(path, response) for path, response in every_get_response(app, client, item_id)
+             if response.mimetype == "text/html"]
+    pages.append(("/useritems rows", None))
+    assert {"/user/alice", f"/useritems/{item_id}"} <= {path for path, _ in pages}
+    for path, response in pages:
+        if response is None:
+            html = "".join(client.get("/useritems?after=0").get_json()["items"])
+        else:
+            html = response.get_data(as_text=True)
+        assert_no_inline_code(html, path)
+    client.get("/logout")
+    assert_no_inline_code(client.get("/index").get_data(as_text=True), "/index signed out")
+
+
+def test_error_pages_send_the_security_headers(app, client, auth):
+    create_user(app, "alice")
+    create_user(app, "bob")
+    responses = {
+        "csrf 400": client.post("/index", data={"username": "alice", "password": "x"}),
+        "unknown 404": client.get("/no-such-page"),
+        "method 405": client.put("/pygments.css"),
+        "login redirect": client.get("/user/alice"),
+    }
+    auth.login("bob")
+    responses["forbidden 403"] = client.get("/user/alice")
+    responses["json 404"] = client.get("/useritems/999999", headers={"Accept": "application/json"})
+    for where, response in responses.items():
+        assert response.status_code >= 300, where
+        assert_security_headers(response, where)
+        if response.mimetype == "text/html":
+            assert_no_inline_code(response.get_data(as_text=True), where)
+
+
+def test_rate_limited_answer_sends_the_security_headers(app, client):
+    for attempt in range(11):
+        token = csrf_token_from(client)
+        response = client.post("/index", data={"username": f"n{attempt}", "password": "x" * 9, "csrf_token": token})
+    assert response.status_code == 429
+    assert_security_headers(response, "429")
+
+
+def test_hsts_only_over_https(app, client):
+    over_https = client.get("/index", headers=HTTPS)
+    assert over_https.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert int(over_https.headers["Strict-Transport-Security"].split("=")[1].split(";")[0]) >= 15552000
+    assert "Strict-Transport-Security" not in client.get("/index").headers
+    assert "Strict-Transport-Security" not in client.get("/index", headers={"X-Forwarded-Proto": "http"}).headers

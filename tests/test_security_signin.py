@@ -1,0 +1,139 @@
+"""Sign-in hardening: rate limits, cookie flags behind the proxy, strong session protection."""
+
+from http.cookies import SimpleCookie
+
+from app.security import SIGN_IN_LIMIT_MESSAGE
+from tests.conftest import TEST_PASSWORD, create_user, csrf_token_from
+
+# As Heroku's router forwards a browser's HTTPS request. Over HTTPS Flask-WTF also wants a
+# same-origin Referer, which browsers send under the app's Referrer-Policy.
+HTTPS = {"X-Forwarded-Proto": "https", "Referer": "https://localhost/index"}
+
+
+def sign_in(client, username, password, address="127.0.0.1", headers=None, **extra):
+    token = csrf_token_from(client)
+    return client.post(
+        "/index",
+        data={"username": username, "password": password, "csrf_token": token, **extra},
+        headers=headers or {},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+def test_eleventh_failed_sign_in_from_one_address_gets_429(app, client):
+    create_user(app, "alice")
+    for attempt in range(10):
+        assert sign_in(client, f"nobody-{attempt}", "wrong-password").status_code == 401
+    refused = sign_in(client, "nobody-10", "wrong-password")
+    assert refused.status_code == 429
+    assert SIGN_IN_LIMIT_MESSAGE in refused.get_data(as_text=True)
+    assert int(refused.headers["Retry-After"]) > 0
+    # Even the right password is refused from that address for now ...
+    assert sign_in(client, "alice", TEST_PASSWORD).status_code == 429
+    assert client.get("/user/alice").status_code == 302
+    # ... but not from another one.
+    assert sign_in(app.test_client(), "alice", TEST_PASSWORD, address="10.0.0.99").status_code == 302
+
+
+def test_sixth_failed_sign_in_for_one_username_gets_429_from_any_address(app, client):
+    create_user(app, "alice")
+    create_user(app, "bob")
+    for attempt in range(5):
+        assert sign_in(client, "alice", "wrong-password", address=f"10.0.1.{attempt}").status_code == 401
+    assert sign_in(client, "alice", "wrong-password", address="10.0.1.5").status_code == 429
+    # The username is locked, whatever the address and even with the right password ...
+    assert sign_in(app.test_client(), "Alice ", TEST_PASSWORD, address="10.0.1.6").status_code == 429
+    # ... while other users sign in as usual.
+    assert sign_in(client, "bob", TEST_PASSWORD, address="10.0.1.7").status_code == 302
+
+
+def test_successful_sign_ins_are_not_counted(app, client):
+    create_user(app, "alice")
+    for _ in range(12):
+        assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302
+        client.get("/logout")
+
+
+def test_sign_in_form_stays_reachable_while_limited(app, client):
+    for attempt in range(11):
+        sign_in(client, f"nobody-{attempt}", "wrong-password")
+    assert sign_in(client, "nobody", "wrong-password").status_code == 429
+    assert client.get("/index").status_code == 200
+
+
+def test_limit_answer_is_an_html_page_for_browsers_and_json_for_json_clients(app, client):
+    for attempt in range(10):
+        sign_in(client, f"nobody-{attempt}", "wrong-password")
+    as_html = sign_in(client, "nobody", "wrong-password", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert as_html.status_code == 429 and as_html.mimetype == "text/html"
+    assert SIGN_IN_LIMIT_MESSAGE in as_html.get_data(as_text=True)
+    as_json = sign_in(client, "nobody", "wrong-password", headers={"Accept": "application/json"})
+    assert as_json.status_code == 429 and as_json.is_json
+    assert as_json.get_json() == {"status": "error", "error": SIGN_IN_LIMIT_MESSAGE, "code": 429}
+
+
+def test_failed_sign_ins_are_counted_in_redis(app, client):
+    sign_in(client, "nobody", "wrong-password")
+    namespace = app.config["RQ_QUEUE"].encode()
+    assert any(namespace in key for key in app.redis.scan_iter(match=b"LIMITS*"))
+
+
+# --- cookies -------------------------------------------------------------------------------------
+
+
+def set_cookies(response) -> dict[str, dict]:
+    cookies = {}
+    for header in response.headers.getlist("Set-Cookie"):
+        parsed = SimpleCookie()
+        parsed.load(header)
+        for name, morsel in parsed.items():
+            cookies[name] = {
+                "secure": bool(morsel["secure"]),
+                "httponly": bool(morsel["httponly"]),
+                "samesite": morsel["samesite"],
+            }
+    return cookies
+
+
+def test_session_and_remember_cookies_are_secure_httponly_lax_over_https(app, client):
+    create_user(app, "alice")
+    client.get("/index", headers=HTTPS)
+    response = sign_in(client, "alice", TEST_PASSWORD, headers=HTTPS, remember_me="y")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/user/alice"
+    cookies = set_cookies(response)
+    assert set(cookies) >= {"session", "remember_token"}
+    for name in ("session", "remember_token"):
+        assert cookies[name] == {"secure": True, "httponly": True, "samesite": "Lax"}, name
+
+
+def test_cookies_are_httponly_lax_but_not_secure_over_plain_http(app, client):
+    """Local development over http://localhost must keep working."""
+    create_user(app, "alice")
+    response = sign_in(client, "alice", TEST_PASSWORD, remember_me="y")
+    cookies = set_cookies(response)
+    for name in ("session", "remember_token"):
+        assert cookies[name] == {"secure": False, "httponly": True, "samesite": "Lax"}, name
+    assert client.get("/user/alice").status_code == 200
+
+
+def test_sign_out_over_https_clears_cookies_with_secure_flag(app, client):
+    create_user(app, "alice")
+    sign_in(client, "alice", TEST_PASSWORD, headers=HTTPS, remember_me="y")
+    response = client.get("/logout", headers=HTTPS)
+    cookies = set_cookies(response)
+    assert cookies["remember_token"]["secure"] is True
+
+
+def test_session_reused_from_another_browser_is_signed_out(app, client):
+    """Strong session protection: a stolen cookie used with another User-Agent is worthless."""
+    create_user(app, "alice")
+    client.get("/index", headers={"User-Agent": "Browser A"})
+    token = csrf_token_from(client)
+    client.post("/index", data={"username": "alice", "password": TEST_PASSWORD, "csrf_token": token},
+                headers={"User-Agent": "Browser A"})
+    assert client.get("/user/alice", headers={"User-Agent": "Browser A"}).status_code == 200
+    assert client.get("/user/alice", headers={"User-Agent": "Browser B"}).status_code == 302
