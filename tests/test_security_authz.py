@@ -1,0 +1,165 @@
+"""Authorization: users see and act only on their own items, notifications and tasks."""
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Task, User
+from tests.conftest import TEST_PASSWORD, create_user, store_item
+from tests.test_security_csrf import concrete_path
+
+SECRET_DATA = "alice-private-message-7f3a"
+SECRET_ATTRIBUTE = "alice-private-attribute-91c2"
+ALICE_SUBSCRIPTION = "alice-subscription"
+
+# Every endpoint, and how it is guarded. A new endpoint fails
+# test_every_endpoint_is_classified until it is added here and tested below.
+PUBLIC_ENDPOINTS = {"static", "bootstrap.static", "vendor_jquery.static", "auth.index", "auth.logout",
+                    "main.pygments_css"}
+OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.notifications",
+                          "main.polling_status", "main.polling_pubsub", "auth.change_password"}
+
+
+@pytest.fixture
+def alice_data(app):
+    """Alice's item, notification and running task; returns their ids."""
+    alice = create_user(app, "alice")
+    item_id = store_item(app, alice, {"secret": SECRET_DATA}, attributes={"note": SECRET_ATTRIBUTE})
+    with app.app_context():
+        user = db.session.get(User, alice)
+        user.add_notification("task_progress", {"message": SECRET_DATA, "task_id": "alice-task"})
+        db.session.add(Task(id="alice-task", name="polling_subscription", description="Alice's polling",
+                            user=user, subscription=ALICE_SUBSCRIPTION))
+        db.session.commit()
+    return {"item_id": item_id, "task_id": "alice-task"}
+
+
+def alice_task_complete(app) -> bool:
+    with app.app_context():
+        return db.session.get(Task, "alice-task").complete
+
+
+def test_every_endpoint_is_classified(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    unclassified = endpoints - PUBLIC_ENDPOINTS - OWNER_SCOPED_ENDPOINTS
+    assert not unclassified, f"add these to the authorization tests: {sorted(unclassified)}"
+
+
+def test_every_non_public_endpoint_needs_a_signed_in_user(app, client, alice_data):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            # CSRF is checked first for POST; without a session there is no valid token anyway.
+            response = client.open(concrete_path(app, rule), method=method)
+            assert response.status_code in (302, 400, 401), f"{method} {rule.rule}: {response.status_code}"
+            if response.status_code == 302:
+                assert response.headers["Location"].startswith("/index"), rule.rule
+            assert SECRET_DATA not in response.get_data(as_text=True)
+
+
+def test_alice_sees_her_own_data_through_every_endpoint(app, client, auth, alice_data):
+    """The positive control: the checks below fail for the right reason."""
+    auth.login("alice")
+    assert SECRET_DATA in client.get("/user/alice").get_data(as_text=True)
+    assert alice_data["item_id"] in client.get("/useritems?after=0").get_json()["ids"]
+    detail = client.get(f"/useritems/{alice_data['item_id']}").get_data(as_text=True)
+    assert SECRET_DATA in detail and SECRET_ATTRIBUTE in detail
+    assert SECRET_DATA in client.get("/notifications?since=0").get_data(as_text=True)
+    status = client.get("/polling_pubsub", query_string={"subscription": ALICE_SUBSCRIPTION}).get_json()
+    assert status["task_id"] == alice_data["task_id"]
+
+
+def test_bob_cannot_read_alices_page_or_item_list(app, client, auth, alice_data):
+    create_user(app, "bob")
+    auth.login("bob")
+    for response in [
+        client.get("/user/alice"),
+        client.get("/useritems", query_string={"user": "alice", "after": 0}),
+        client.get("/useritems", query_string={"user": "alice", "before": 10**9}),
+    ]:
+        assert response.status_code == 403
+        assert SECRET_DATA not in response.get_data(as_text=True)
+    for query in [{"after": 0}, {"before": 10**9}]:
+        own = client.get("/useritems", query_string=query).get_json()
+        assert alice_data["item_id"] not in own["ids"]
+        assert SECRET_DATA not in "".join(own["items"])
+    assert SECRET_DATA not in client.get("/user/bob").get_data(as_text=True)
+
+
+def test_bob_cannot_read_alices_item_detail(app, client, auth, alice_data):
+    create_user(app, "bob")
+    auth.login("bob")
+    for accept in ("text/html", "application/json"):
+        response = client.get(f"/useritems/{alice_data['item_id']}", headers={"Accept": accept})
+        assert response.status_code == 404  # the same answer as for an id that does not exist
+        body = response.get_data(as_text=True)
+        assert SECRET_DATA not in body and SECRET_ATTRIBUTE not in body
+
+
+def test_bob_cannot_read_alices_notifications(app, client, auth, alice_data):
+    create_user(app, "bob")
+    auth.login("bob")
+    for query in [{"since": 0}, {"since": 0, "user": "alice"}, {"since": -1, "user_id": 1}]:
+        response = client.get("/notifications", query_string=query)
+        assert response.status_code == 200
+        assert response.get_json() == []
+
+
+def test_bob_cannot_read_alices_task_status(app, client, auth, alice_data):
+    create_user(app, "bob")
+    auth.login("bob")
+    for query in [{}, {"subscription": ALICE_SUBSCRIPTION}, {"task_id": alice_data["task_id"], "user": "alice"}]:
+        status = client.get("/polling_pubsub", query_string=query).get_json()
+        assert status["status"] == "idle"
+        assert alice_data["task_id"] not in str(status)
+
+
+@pytest.mark.parametrize("payload", [
+    {"action": "stop"},
+    {"action": "stop", "subscription": ALICE_SUBSCRIPTION},
+    {"action": "stop", "subscription": ALICE_SUBSCRIPTION, "task_id": "alice-task", "user": "alice"},
+])
+def test_bob_cannot_stop_alices_task(app, client, auth, alice_data, payload):
+    create_user(app, "bob")
+    auth.login("bob")
+    token = auth.csrf_token("/user/bob")
+    response = client.post("/polling_pubsub", json=payload, headers={"X-CSRFToken": token})
+    assert response.status_code < 500
+    assert response.get_json().get("task_id") != alice_data["task_id"]
+    assert alice_task_complete(app) is False
+
+
+def test_bob_starting_polling_on_alices_subscription_gets_his_own_task(app, client, auth, alice_data):
+    bob = create_user(app, "bob")
+    auth.login("bob")
+    token = auth.csrf_token("/user/bob")
+    response = client.post("/polling_pubsub", json={"action": "start", "subscription": ALICE_SUBSCRIPTION},
+                           headers={"X-CSRFToken": token})
+    assert response.get_json()["task_id"] != alice_data["task_id"]
+    with app.app_context():
+        task = db.session.get(Task, response.get_json()["task_id"])
+        assert task.user_id == bob
+    assert alice_task_complete(app) is False
+
+
+def test_bob_cannot_change_alices_password(app, client, auth, alice_data):
+    create_user(app, "bob")
+    with app.app_context():
+        alice_hash = db.session.scalar(sa.select(User.password_hash).where(User.username == "alice"))
+    auth.login("bob")
+    token = auth.csrf_token("/user/bob")
+    client.post("/change_password", query_string={"user": "alice"}, headers={"X-CSRFToken": token},
+                data={"username": "alice", "current_password": TEST_PASSWORD,
+                      "new_password": "taken-over-password", "confirm_password": "taken-over-password"})
+    with app.app_context():
+        assert db.session.scalar(sa.select(User.password_hash).where(User.username == "alice")) == alice_hash
+
+
+def test_admin_may_view_alices_page_and_items(app, client, auth, alice_data):
+    create_user(app, "root", is_admin=True)
+    auth.login("root")
+    assert SECRET_DATA in client.get("/user/alice").get_data(as_text=True)
+    listed = client.get("/useritems", query_string={"user": "alice", "after": 0}).get_json()
+    assert alice_data["item_id"] in listed["ids"]
+    assert client.get(f"/useritems/{alice_data['item_id']}").status_code == 200
