@@ -1,0 +1,272 @@
+"""The polling loop shared by both sources: write, then ack; stop, heartbeat and progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.extensions import db
+from app.models import Task, User
+from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
+from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
+from app.pubsub.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+STOP_CHECK_SECONDS = 1.0  # the contract is "at least every 2 s"
+HEARTBEAT_SECONDS = 10.0  # the contract is "at least every 15 s"
+PROGRESS_SECONDS = 5.0  # the page polls every 5 s; more often would only pile up notifications
+RECEIVE_WAIT_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class PollingFailed(RuntimeError):
+    """Polling cannot go on; the message is the reason shown to the user."""
+
+
+def backoff_seconds(failures: int, first: float = 1.0, limit: float = MAX_BACKOFF_SECONDS) -> float:
+    """Bounded exponential backoff: 1, 2, 4, ... seconds, never more than `limit`."""
+    return min(limit, first * 2 ** max(0, failures - 1))
+
+
+class Poller:
+    """Runs one source into one writer for a Task until the Task is marked complete."""
+
+    def __init__(
+        self,
+        task_id: str,
+        source: PullSource | StreamingSource,
+        writer: BatchWriter,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.task_id = task_id
+        self.source = source
+        self.writer = writer
+        self.clock = clock
+        task = db.session.get(Task, task_id)
+        if task is None:
+            raise LookupError(f"no task {task_id}")
+        self.user_id = task.user_id
+        self.subscription = task.subscription or ""
+        self.description = task.description or f"Polling subscription {self.subscription}"
+        self.stored_count = task.stored_count or 0
+        db.session.rollback()
+        self.write_failures = 0
+        self.reported_count = -1
+        self.stage = ""
+
+    # -- the loop --
+    def run(self) -> int:
+        """Poll until a stop is requested; return how many new messages were stored."""
+        started_with = self.stored_count
+        self.source.open()
+        self.report("Polling")
+        now = self.clock()
+        next_stop_check = now + STOP_CHECK_SECONDS
+        next_heartbeat = now
+        next_progress = now + PROGRESS_SECONDS
+        pause_until = 0.0
+        connect_failures = 0
+        try:
+            while True:
+                now = self.clock()
+                if now >= next_stop_check:
+                    if self.stop_requested():
+                        break
+                    next_stop_check = now + STOP_CHECK_SECONDS
+                if now >= next_heartbeat:
+                    self.heartbeat()
+                    next_heartbeat = now + HEARTBEAT_SECONDS
+                if now >= next_progress:
+                    if self.stored_count != self.reported_count or self.stage != "Polling":
+                        self.report("Polling")
+                    next_progress = now + PROGRESS_SECONDS
+                if now < pause_until:
+                    # Backing off after a failed write or a lost connection; keep checking for a stop.
+                    time.sleep(min(pause_until - now, next_stop_check - now, 0.5))
+                    continue
+                try:
+                    self.source.check()
+                    batch = self.source.receive(RECEIVE_WAIT_SECONDS)
+                except SourceError as error:
+                    if not error.retryable:
+                        raise PollingFailed(error.reason) from None
+                    connect_failures += 1
+                    delay = backoff_seconds(connect_failures)
+                    log.warning("Task %s: %s; reconnecting in %.0f s", self.task_id, error.reason, delay)
+                    self.report("Reconnecting")
+                    self._sleep_unless_stopped(delay)
+                    if self.stop_requested():
+                        break
+                    self.source.reconnect()
+                    continue
+                if batch is None:
+                    continue
+                if connect_failures:
+                    connect_failures = 0
+                if not self.store(batch):
+                    pause_until = self.clock() + backoff_seconds(self.write_failures)
+        finally:
+            self.finish_source()
+        return self.stored_count - started_with
+
+    def finish_source(self) -> None:
+        """Write and ack what has already been received, then close the source."""
+        self.source.stop_receiving()
+        if self.write_failures == 0:
+            while True:
+                batch = self.source.receive(0)
+                if batch is None:
+                    break
+                if not self.store(batch):
+                    break
+        self.source.close()
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = self.clock() + seconds
+        while (remaining := deadline - self.clock()) > 0:
+            time.sleep(min(remaining, STOP_CHECK_SECONDS))
+            if self.stop_requested():
+                return
+
+    # -- one batch --
+    def store(self, batch: Batch) -> bool:
+        """Commit the batch, then ack it; nack it when the commit fails. Returns whether it was stored."""
+        try:
+            inserted = self.writer.write(batch.rows)
+        except SQLAlchemyError as error:
+            self.write_failures += 1
+            log.warning(
+                "Task %s: could not store %d messages (%s); they are nacked and will be redelivered",
+                self.task_id, len(batch.rows), error.__class__.__name__,
+            )
+            self.source.nack(batch)
+            return False
+        self.write_failures = 0
+        self.source.ack(batch)
+        self.stored_count += inserted
+        return True
+
+    # -- the Task row --
+    def stop_requested(self) -> bool:
+        try:
+            complete = db.session.scalar(sa.select(Task.complete).where(Task.id == self.task_id))
+            db.session.rollback()  # end the read: SQLite would otherwise keep an old snapshot
+        except SQLAlchemyError as error:
+            db.session.rollback()
+            log.warning("Task %s: could not check for a stop request (%s)", self.task_id, error.__class__.__name__)
+            return False
+        return complete is None or bool(complete)
+
+    def heartbeat(self) -> None:
+        try:
+            db.session.execute(
+                sa.update(Task).where(Task.id == self.task_id).values(heartbeat_at=datetime.now(UTC))
+            )
+            db.session.commit()
+        except SQLAlchemyError as error:
+            db.session.rollback()
+            log.warning("Task %s: heartbeat failed (%s)", self.task_id, error.__class__.__name__)
+
+    def report(self, stage: str) -> None:
+        """Post a task_progress notification; a database outage only delays it."""
+        self.stage = stage
+        try:
+            post_progress(self.task_id, stage, self.source.mode, self.stored_count)
+            self.reported_count = self.stored_count
+        except SQLAlchemyError as error:
+            db.session.rollback()
+            log.warning("Task %s: could not post %r (%s)", self.task_id, stage, error.__class__.__name__)
+
+
+def post_progress(task_id: str, stage: str, mode: str | None, stored_count: int | None = None) -> None:
+    """Add and commit a task_progress notification for the task's user."""
+    task = db.session.get(Task, task_id)
+    if task is None:
+        return
+    data: dict[str, Any] = {
+        "task_id": task.id,
+        "description": task.description,
+        "subscription": task.subscription,
+        "progress": stage,
+        "mode": mode,
+        "stored_count": task.stored_count if stored_count is None else stored_count,
+    }
+    user = db.session.get(User, task.user_id)
+    user.add_notification("task_progress", data)
+    db.session.commit()
+
+
+def end_task(task_id: str, stage: str, mode: str | None, error: str | None = None) -> None:
+    """Mark the task complete and tell the user how it ended."""
+    db.session.rollback()
+    task = db.session.get(Task, task_id)
+    if task is None:
+        return
+    task.complete = True
+    if task.finished_at is None:
+        task.finished_at = datetime.now(UTC)
+    if error is not None:
+        task.last_error = error[:2000]
+    db.session.commit()
+    post_progress(task_id, stage, mode)
+
+
+def make_source(mode: str, client, path: str, user_id: int, subscription: str) -> PullSource | StreamingSource:
+    if mode == "streaming":
+        return StreamingSource(client, path, user_id=user_id, subscription=subscription)
+    return PullSource(client, path, user_id=user_id, subscription=subscription)
+
+
+def run_polling_task(task_id: str) -> str:
+    """Poll the Task's subscription until stopped; every outcome ends in a task_progress notification.
+
+    Runs inside an application context. Returns the final stage ("Finished" or "Failed: ...").
+    """
+    config = current_app.config
+    task = db.session.get(Task, task_id)
+    if task is None:
+        log.warning("Task %s does not exist; nothing to poll", task_id)
+        return "Failed: no such task"
+    mode: str | None = None
+    try:
+        mode = pull_mode(config)
+        if task.complete:
+            end_task(task_id, "Finished", mode)
+            return "Finished"
+        subscription = task.subscription or config["SUBSCRIPTION_NAME"]
+        path = subscription_path(config["GCP_PROJECT_ID"], subscription)
+        client = make_subscriber_client(config)
+        try:
+            source = make_source(mode, client, path, task.user_id, subscription)
+            writer = BatchWriter(db.engine, task.user_id, task_id)
+            db.session.rollback()
+            poller = Poller(task_id, source, writer)
+            stored = poller.run()
+        finally:
+            client.close()
+    except (SetupError, PollingFailed) as error:
+        reason = str(error)
+        log.error("Task %s failed: %s", task_id, reason)
+        end_task(task_id, f"Failed: {reason}", mode, error=reason)
+        return f"Failed: {reason}"
+    except Exception as error:
+        # The process boundary: whatever went wrong, the user sees it and the task ends.
+        log.exception("Task %s crashed", task_id)
+        reason = f"internal error ({error.__class__.__name__})"
+        try:
+            end_task(task_id, f"Failed: {reason}", mode, error=f"{error.__class__.__name__}: {error}")
+        except SQLAlchemyError:
+            log.exception("Task %s: could not record the failure", task_id)
+        raise
+    log.info("Task %s finished after storing %d new messages", task_id, stored)
+    end_task(task_id, "Finished", mode)
+    return "Finished"

@@ -1,0 +1,355 @@
+"""The two ways of receiving messages, behind one small interface.
+
+A source hands out batches of converted rows together with the handles needed to
+ack or nack them. It never acks on its own: the poller acks a batch only after
+the writer has committed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as api_exceptions
+from google.cloud import pubsub_v1
+from google.pubsub_v1.types import PullRequest
+
+from app.pubsub.messages import row_from_pulled, row_from_streamed
+
+log = logging.getLogger(__name__)
+
+# Errors that no retry will cure: the subscription, the project or the credentials are wrong.
+FATAL_ERRORS = (
+    api_exceptions.NotFound,
+    api_exceptions.PermissionDenied,
+    api_exceptions.Unauthenticated,
+    api_exceptions.Unauthorized,
+    api_exceptions.InvalidArgument,
+    api_exceptions.FailedPrecondition,
+)
+
+
+class SourceError(RuntimeError):
+    """Receiving stopped. `retryable` says whether reconnecting may help."""
+
+    def __init__(self, reason: str, retryable: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+def describe_error(error: BaseException, subscription_path: str) -> SourceError:
+    """Name the cause in words a user can act on."""
+    if isinstance(error, api_exceptions.NotFound):
+        return SourceError(f"subscription {subscription_path} does not exist", retryable=False)
+    if isinstance(error, api_exceptions.PermissionDenied):
+        return SourceError(f"permission denied on subscription {subscription_path}: {error.message}", False)
+    if isinstance(error, api_exceptions.Unauthenticated | api_exceptions.Unauthorized):
+        return SourceError(f"Google Cloud rejected the credentials: {error.message}", retryable=False)
+    if isinstance(error, FATAL_ERRORS):
+        return SourceError(f"{error.__class__.__name__}: {error.message}", retryable=False)
+    if isinstance(error, api_exceptions.GoogleAPICallError):
+        return SourceError(f"{error.__class__.__name__}: {error.message}", retryable=True)
+    return SourceError(f"{error.__class__.__name__}: {error}", retryable=True)
+
+
+@dataclass
+class Batch:
+    rows: list[dict[str, Any]]
+    handles: list[Any]  # ack ids (batch mode) or Message objects (streaming mode)
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [row["message_id"] for row in self.rows]
+
+
+class PullSource:
+    """Unary Pull in a background thread, one batch ahead of the writer, with deadlines kept alive."""
+
+    mode = "batch"
+
+    def __init__(
+        self,
+        client: pubsub_v1.SubscriberClient,
+        subscription_path: str,
+        *,
+        user_id: int,
+        subscription: str,
+        max_messages: int = 1000,
+        pull_timeout: float = 10.0,
+        prefetch: int = 1,
+        extend_after: float = 5.0,
+        extension_seconds: int = 60,
+    ):
+        self.client = client
+        self.subscription_path = subscription_path
+        self.user_id = user_id
+        self.subscription = subscription
+        self.max_messages = max_messages
+        self.pull_timeout = pull_timeout
+        self.extend_after = extend_after
+        self.extension_seconds = extension_seconds
+        # Memory is bounded by the batch size: one batch being written, `prefetch` waiting.
+        self._ready: queue.Queue[Batch | SourceError] = queue.Queue(maxsize=prefetch)
+        self._held: dict[int, tuple[Batch, float]] = {}
+        self._held_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._puller: threading.Thread | None = None
+        self._leaser: threading.Thread | None = None
+
+    # -- life cycle --
+    def open(self) -> None:
+        self._stopping.clear()
+        self._puller = threading.Thread(target=self._pull_loop, name="pubsub-puller", daemon=True)
+        self._puller.start()
+        if self._leaser is None or not self._leaser.is_alive():
+            self._leaser = threading.Thread(target=self._lease_loop, name="pubsub-leaser", daemon=True)
+            self._leaser.start()
+
+    def reconnect(self) -> None:
+        if self._puller is not None:
+            self._puller.join(timeout=self.pull_timeout + 5)
+        self.open()
+
+    def stop_receiving(self) -> None:
+        """Stop pulling; batches already pulled can still be received and written."""
+        self._stopping.set()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop pulling and give back anything pulled but not handed out."""
+        self._stopping.set()
+        if self._puller is not None:
+            self._puller.join(timeout=timeout)
+        while True:
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Batch):
+                self.nack(item)
+
+    # -- receiving --
+    def check(self) -> None:
+        """Nothing to check: pull errors arrive through receive()."""
+
+    def receive(self, timeout: float) -> Batch | None:
+        try:
+            item = self._ready.get(timeout=timeout) if timeout > 0 else self._ready.get_nowait()
+        except queue.Empty:
+            return None
+        if isinstance(item, SourceError):
+            raise item
+        return item
+
+    def _pull_loop(self) -> None:
+        request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
+        while not self._stopping.is_set():
+            try:
+                response = self.client.pull(request=request, timeout=self.pull_timeout, retry=None)
+            except api_exceptions.DeadlineExceeded:
+                continue  # nothing arrived within the timeout
+            except Exception as error:  # noqa: BLE001 - every pull error is handed to the poller, which decides
+                self._put(describe_error(error, self.subscription_path))
+                return
+            received_messages = type(response).pb(response).received_messages
+            if not received_messages:
+                continue
+            received_at = datetime.now(UTC)
+            batch = Batch(
+                rows=[
+                    row_from_pulled(received, user_id=self.user_id, subscription=self.subscription,
+                                    received_at=received_at)
+                    for received in received_messages
+                ],
+                handles=[received.ack_id for received in received_messages],
+            )
+            self._hold(batch)
+            if self._stopping.is_set():
+                self.nack(batch)
+                return
+            if not self._put(batch):
+                self.nack(batch)
+                return
+
+    def _put(self, item: Batch | SourceError) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._ready.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- leases --
+    def _hold(self, batch: Batch) -> None:
+        with self._held_lock:
+            self._held[id(batch)] = (batch, time.monotonic())
+
+    def _release(self, batch: Batch) -> None:
+        with self._held_lock:
+            self._held.pop(id(batch), None)
+
+    def _lease_loop(self) -> None:
+        """Extend the deadlines of batches held longer than `extend_after` (a slow or failing write)."""
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            with self._held_lock:
+                due = [batch for batch, since in self._held.values() if now - since >= self.extend_after]
+                for batch in due:
+                    self._held[id(batch)] = (batch, now + self.extension_seconds / 2 - self.extend_after)
+            for batch in due:
+                self._modify_deadline(batch.handles, self.extension_seconds)
+            if self._stopping.is_set() and not self._held:
+                return
+
+    def _modify_deadline(self, ack_ids: list[str], seconds: int) -> None:
+        for start in range(0, len(ack_ids), 1000):
+            try:
+                self.client.modify_ack_deadline(
+                    subscription=self.subscription_path, ack_ids=ack_ids[start : start + 1000],
+                    ack_deadline_seconds=seconds,
+                )
+            except api_exceptions.GoogleAPICallError as error:
+                # The messages come back after their deadline and are stored once: nothing is lost.
+                log.warning("modify_ack_deadline(%s) failed: %s", seconds, error)
+
+    # -- settling --
+    def ack(self, batch: Batch) -> None:
+        self._release(batch)
+        for start in range(0, len(batch.handles), 1000):
+            try:
+                self.client.acknowledge(subscription=self.subscription_path,
+                                        ack_ids=batch.handles[start : start + 1000])
+            except api_exceptions.GoogleAPICallError as error:
+                # A lost ack means a redelivery, which the unique key absorbs.
+                log.warning("acknowledge failed (the messages will be redelivered and stored once): %s", error)
+
+    def nack(self, batch: Batch) -> None:
+        self._release(batch)
+        self._modify_deadline(batch.handles, 0)
+
+
+class StreamingSource:
+    """StreamingPull through `SubscriberClient.subscribe`, with flow control; one stream for the job's life."""
+
+    mode = "streaming"
+
+    def __init__(
+        self,
+        client: pubsub_v1.SubscriberClient,
+        subscription_path: str,
+        *,
+        user_id: int,
+        subscription: str,
+        max_messages: int = 1000,
+        max_bytes: int = 64 * 1024 * 1024,
+        batch_size: int = 500,
+        batch_wait: float = 0.05,
+    ):
+        self.client = client
+        self.subscription_path = subscription_path
+        self.user_id = user_id
+        self.subscription = subscription
+        # Flow control bounds memory: at most this many messages (and bytes) are outstanding.
+        self.flow_control = pubsub_v1.types.FlowControl(max_messages=max_messages, max_bytes=max_bytes)
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._received: queue.Queue[tuple[dict[str, Any], Any]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._future = None
+
+    def open(self) -> None:
+        with self._lock:
+            self._stopping = False
+        self._future = self.client.subscribe(
+            self.subscription_path, callback=self._on_message, flow_control=self.flow_control,
+            await_callbacks_on_shutdown=True,
+        )
+
+    def _on_message(self, message) -> None:
+        row = row_from_streamed(message, user_id=self.user_id, subscription=self.subscription)
+        with self._lock:
+            if self._stopping:
+                message.nack()
+                return
+            self._received.put((row, message))
+
+    def check(self) -> None:
+        """Raise SourceError when the stream has ended on its own (the library already retried what it could)."""
+        future = self._future
+        if future is None or not future.done():
+            return
+        try:
+            error = future.exception(timeout=0)
+        except Exception as cancelled:  # noqa: BLE001 - a cancelled future raises instead of returning
+            error = cancelled
+        if error is None:
+            raise SourceError("the stream closed", retryable=True)
+        raise describe_error(error, self.subscription_path)
+
+    def reconnect(self) -> None:
+        self._shutdown_stream()
+        self.open()
+
+    def receive(self, timeout: float) -> Batch | None:
+        try:
+            first = self._received.get(timeout=timeout) if timeout > 0 else self._received.get_nowait()
+        except queue.Empty:
+            return None
+        items = [first]
+        deadline = time.monotonic() + self.batch_wait
+        while len(items) < self.batch_size:
+            try:
+                items.append(self._received.get_nowait())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(min(remaining, 0.01))
+        return Batch(rows=[row for row, _ in items], handles=[message for _, message in items])
+
+    def stop_receiving(self) -> None:
+        """From now on the callback nacks; everything queued before can still be written and acked."""
+        with self._lock:
+            self._stopping = True
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.stop_receiving()
+        # Whatever is still queued was never written: give it back before the stream goes.
+        while True:
+            try:
+                _row, message = self._received.get_nowait()
+            except queue.Empty:
+                break
+            message.nack()
+        self._shutdown_stream(timeout)
+
+    def _shutdown_stream(self, timeout: float = 10.0) -> None:
+        future, self._future = self._future, None
+        if future is None:
+            return
+        future.cancel()
+        try:
+            future.result(timeout=timeout)
+        except Exception as error:  # noqa: BLE001 - the stream's end state no longer matters
+            log.debug("stream ended: %r", error)
+
+    def ack(self, batch: Batch) -> None:
+        for message in batch.handles:
+            message.ack()
+
+    def nack(self, batch: Batch) -> None:
+        for message in batch.handles:
+            message.nack()
+
+
+SourceFactory = Callable[[], PullSource | StreamingSource]

@@ -1,0 +1,394 @@
+"""The subscriber module on its own: conversion, the writer, and both sources against the real emulator.
+
+The poller runs in a thread of the test process so that faults can be injected
+(a commit that fails, an ack that is lost) and every ack and nack observed; the
+database, the emulator and the Pub/Sub client are all real.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Notification, Task, UserItem
+from app.pubsub import BatchWriter, CredentialsError, Poller, PullSource, StreamingSource, make_subscriber_client
+from app.pubsub.client import load_credentials, pull_mode, subscription_path
+from app.pubsub.messages import is_json_text, split_payload
+from app.pubsub.poller import backoff_seconds, run_polling_task
+from helpers import publish as publisher
+from tests.conftest import TEST_PROJECT, create_user, wait_until
+
+MODES = ["batch", "streaming"]
+
+
+# --- pure logic ------------------------------------------------------------------------------------
+
+
+def test_utf8_json_is_kept_as_text_and_flagged_json():
+    assert split_payload(b'{"status": "SUCCESS"}') == ('{"status": "SUCCESS"}', None, True)
+
+
+def test_invalid_json_is_kept_as_text_and_not_flagged():
+    assert split_payload(b'{"status": ') == ('{"status": ', None, False)
+    assert not is_json_text("NaN")
+    assert not is_json_text("")
+    assert not is_json_text("[" * 100_000)  # too deep for the parser: not JSON, and no crash
+
+
+def test_data_that_is_not_utf8_is_kept_byte_exact():
+    data = b"\xff\xfe\x00\x01\xc3\x28"
+    assert split_payload(data) == (None, data, False)
+
+
+def test_utf8_with_nul_is_kept_as_bytes_because_postgresql_text_cannot_hold_it():
+    assert split_payload(b"a\x00b") == (None, b"a\x00b", False)
+
+
+def test_backoff_grows_and_is_bounded():
+    delays = [backoff_seconds(failures) for failures in range(1, 12)]
+    assert delays[:4] == [1, 2, 4, 8]
+    assert max(delays) == 30
+
+
+def test_subscription_path_keeps_full_names():
+    assert subscription_path("proj", "sub") == "projects/proj/subscriptions/sub"
+    assert subscription_path("proj", "projects/other/subscriptions/sub") == "projects/other/subscriptions/sub"
+
+
+def test_pull_mode_defaults_to_batch_on_the_emulator_and_streaming_on_google_cloud():
+    assert pull_mode({"PUBSUB_EMULATOR_HOST": "localhost:8085", "PUBSUB_PULL_MODE": ""}) == "batch"
+    assert pull_mode({"PUBSUB_EMULATOR_HOST": None, "PUBSUB_PULL_MODE": ""}) == "streaming"
+    assert pull_mode({"PUBSUB_EMULATOR_HOST": "localhost:8085", "PUBSUB_PULL_MODE": "Streaming"}) == "streaming"
+
+
+def test_credentials_that_are_not_json_give_a_clear_error():
+    with pytest.raises(CredentialsError, match="not valid JSON"):
+        load_credentials('{"type": "service_account", ')
+
+
+def test_credentials_key_file_that_is_missing_gives_a_clear_error(tmp_path):
+    with pytest.raises(CredentialsError, match="does not exist"):
+        load_credentials(str(tmp_path / "missing-key.json"))
+
+
+def test_credentials_json_that_is_not_a_key_gives_a_clear_error():
+    with pytest.raises(CredentialsError, match="not a usable key"):
+        load_credentials(json.dumps({"type": "service_account", "project_id": "x"}))
+
+
+# --- the writer ------------------------------------------------------------------------------------
+
+
+def make_task(app, subscription: str, username: str = "alice") -> tuple[int, str]:
+    user_id = create_user(app, username)
+    with app.app_context():
+        task = Task(id=uuid.uuid4().hex, name="polling_subscription", user_id=user_id,
+                    description=f"Polling subscription {subscription}", subscription=subscription)
+        db.session.add(task)
+        db.session.commit()
+        return user_id, task.id
+
+
+def sample_row(user_id: int, message_id: str, subscription: str = "sub-a") -> dict:
+    from datetime import UTC, datetime
+
+    return {"user_id": user_id, "subscription": subscription, "message_id": message_id, "publish_time": None,
+            "received_at": datetime.now(UTC), "data_text": "{}", "data_bytes": None, "is_json": True,
+            "attributes_json": "{}", "ordering_key": None, "delivery_attempt": None, "size": 2}
+
+
+def test_redelivered_message_is_stored_once(app):
+    user_id, task_id = make_task(app, "sub-a")
+    with app.app_context():
+        writer = BatchWriter(db.engine, user_id, task_id)
+        assert writer.write([sample_row(user_id, "1"), sample_row(user_id, "2")]) == 2
+        assert writer.write([sample_row(user_id, "2"), sample_row(user_id, "3")]) == 1
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(UserItem)) == 3
+        assert db.session.get(Task, task_id).stored_count == 3
+        assert db.session.get(Task, task_id).heartbeat_at is not None
+
+
+def test_same_message_id_on_another_subscription_is_another_message(app):
+    user_id, task_id = make_task(app, "sub-a")
+    with app.app_context():
+        writer = BatchWriter(db.engine, user_id, task_id)
+        assert writer.write([sample_row(user_id, "1", "sub-a"), sample_row(user_id, "1", "sub-b")]) == 2
+
+
+# --- the sources against the emulator ------------------------------------------------------------
+
+
+class Observed:
+    """Records every ack and nack a source makes, and checks each ack against the database first."""
+
+    def __init__(self, app):
+        self.app = app
+        self.acked: list[str] = []
+        self.nacked: list[str] = []
+        self.acked_before_commit: list[str] = []
+        self.acked_during_outage: list[str] = []
+        self.outage = False
+        self.lose_next_ack = False
+        self.lost: list[str] = []
+        self.lock = threading.Lock()
+
+    def committed(self, message_ids: list[str]) -> set[str]:
+        # A separate connection sees only what has been committed.
+        with self.app.app_context(), db.engine.connect() as connection:
+            found = connection.execute(sa.select(UserItem.message_id).where(UserItem.message_id.in_(message_ids)))
+            return set(found.scalars())
+
+
+def observed_source(source_class, observed: Observed):
+    class ObservedSource(source_class):
+        def ack(self, batch):
+            ids = batch.message_ids
+            missing = set(ids) - observed.committed(ids)
+            with observed.lock:
+                observed.acked_before_commit.extend(missing)
+                if observed.outage:
+                    observed.acked_during_outage.extend(ids)
+                if observed.lose_next_ack:
+                    # The commit succeeded but the ack never reaches Pub/Sub: the server redelivers,
+                    # here at once (a nack) instead of after the ack deadline.
+                    observed.lose_next_ack = False
+                    observed.lost.extend(ids)
+                    super().nack(batch)
+                    return
+                observed.acked.extend(ids)
+            super().ack(batch)
+
+        def nack(self, batch):
+            with observed.lock:
+                observed.nacked.extend(batch.message_ids)
+            super().nack(batch)
+
+    return ObservedSource
+
+
+class RunningPoller:
+    """A Poller in a thread with its own app context, stopped the way the web stops it."""
+
+    def __init__(self, app, emulator, mode: str, names: dict, username: str = "alice", observed=None, **options):
+        self.app = app
+        self.user_id, self.task_id = make_task(app, names["subscription"], username)
+        self.client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+        source_class = PullSource if mode == "batch" else StreamingSource
+        if observed is not None:
+            source_class = observed_source(source_class, observed)
+        self.source = source_class(self.client, names["subscription_path"], user_id=self.user_id,
+                                   subscription=names["subscription"], **options)
+        self.result: dict = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with self.app.app_context():
+            try:
+                writer = BatchWriter(db.engine, self.user_id, self.task_id)
+                self.result["stored"] = Poller(self.task_id, self.source, writer).run()
+            except BaseException as error:  # noqa: BLE001 - handed to the test thread
+                self.result["error"] = error
+
+    def start(self) -> RunningPoller:
+        self.thread.start()
+        wait_until(lambda: self.progress(), 30, message="the first progress notification")
+        return self
+
+    def stop(self, timeout: float = 15) -> float:
+        started = time.monotonic()
+        with self.app.app_context():
+            db.session.execute(sa.update(Task).where(Task.id == self.task_id).values(complete=True))
+            db.session.commit()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the poller did not stop"
+        self.client.close()
+        if "error" in self.result:
+            raise self.result["error"]
+        return time.monotonic() - started
+
+    def progress(self) -> list[dict]:
+        with self.app.app_context():
+            rows = db.session.scalars(sa.select(Notification).order_by(Notification.timestamp)).all()
+            return [row.get_data() for row in rows]
+
+    def items(self) -> list[UserItem]:
+        with self.app.app_context():
+            items = db.session.scalars(sa.select(UserItem).order_by(UserItem.id)).all()
+            db.session.expunge_all()
+            return items
+
+    def count(self) -> int:
+        with self.app.app_context():
+            return db.session.scalar(sa.select(sa.func.count()).select_from(UserItem))
+
+
+def cloud_build_samples(count: int, size: int = 300) -> list[publisher.Sample]:
+    return [publisher.cloud_build_message(TEST_PROJECT, index, size) for index in range(count)]
+
+
+def publish_samples(names: dict, samples) -> dict[str, publisher.Sample]:
+    """Publish and return the samples by message id."""
+    import io
+
+    out = io.StringIO()
+    publisher.publish(TEST_PROJECT, names["topic"], samples, as_json=True, out=out)
+    by_id = {}
+    for line, sample in zip(out.getvalue().splitlines(), samples, strict=True):
+        by_id[json.loads(line)["message_id"]] = sample
+    return by_id
+
+
+@pytest.fixture
+def fault_injection(app):
+    """Make every commit on the app's engine fail while `state['down']` is true."""
+    state = {"down": False, "failed_commits": 0}
+    with app.app_context():
+        engine = db.engine
+
+    def on_commit(connection):
+        if state["down"]:
+            state["failed_commits"] += 1
+            raise sa.exc.OperationalError("COMMIT", {}, ConnectionError("database unavailable (simulated)"))
+
+    sa.event.listen(engine, "commit", on_commit)
+    yield state
+    state["down"] = False
+    sa.event.remove(engine, "commit", on_commit)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_message_is_stored_once_and_acked_after_commit(app, emulator, pubsub_names, mode):
+    observed = Observed(app)
+    poller = RunningPoller(app, emulator, mode, pubsub_names, observed=observed).start()
+    published = publish_samples(pubsub_names, cloud_build_samples(300))
+    wait_until(lambda: poller.count() >= 300, 30, message="300 stored messages")
+    stop_seconds = poller.stop()
+    items = poller.items()
+    assert sorted(item.message_id for item in items) == sorted(published)
+    for item in items:
+        assert item.data == published[item.message_id].data
+        assert item.attributes == published[item.message_id].attributes
+        assert item.is_json and item.subscription == pubsub_names["subscription"]
+        assert item.publish_time is not None and item.size >= len(item.data)
+    assert sorted(observed.acked) == sorted(published)
+    assert observed.acked_before_commit == []
+    assert stop_seconds < 5
+    progress = poller.progress()
+    assert progress[0]["progress"] == "Polling" and progress[0]["mode"] == mode
+    with app.app_context():
+        assert db.session.get(Task, poller.task_id).stored_count == 300
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_message_whose_ack_was_lost_is_stored_once(app, emulator, pubsub_names, mode):
+    observed = Observed(app)
+    observed.lose_next_ack = True
+    poller = RunningPoller(app, emulator, mode, pubsub_names, observed=observed).start()
+    published = publish_samples(pubsub_names, cloud_build_samples(50))
+    # Every message is acked in the end, including the redelivered ones whose first ack was lost.
+    wait_until(lambda: set(observed.acked) >= set(published), 60, message="every message acked")
+    poller.stop()
+    assert observed.lost, "no ack was lost: the fault was not injected"
+    assert set(observed.lost) <= set(observed.acked), "the lost messages were not redelivered"
+    assert sorted(item.message_id for item in poller.items()) == sorted(published)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_is_acked_while_the_database_is_down_and_all_is_stored_once_after(
+    app, emulator, pubsub_names, mode, fault_injection
+):
+    observed = Observed(app)
+    poller = RunningPoller(app, emulator, mode, pubsub_names, observed=observed).start()
+    fault_injection["down"] = observed.outage = True
+    published = publish_samples(pubsub_names, cloud_build_samples(200))
+    wait_until(lambda: fault_injection["failed_commits"] >= 2, 30, message="two failed commits")
+    with observed.lock:
+        fault_injection["down"] = observed.outage = False
+    wait_until(lambda: poller.count() >= 200, 60, message="every message stored after recovery")
+    poller.stop()
+    assert observed.acked_during_outage == []
+    assert observed.nacked, "failed commits must nack their messages"
+    assert observed.acked_before_commit == []
+    assert sorted(item.message_id for item in poller.items()) == sorted(published)
+
+
+def test_streaming_mode_acks_only_after_commit_and_nacks_a_failed_commit(
+    app, emulator, pubsub_names, fault_injection
+):
+    observed = Observed(app)
+    poller = RunningPoller(app, emulator, "streaming", pubsub_names, observed=observed).start()
+    fault_injection["down"] = observed.outage = True
+    published = publish_samples(pubsub_names, cloud_build_samples(20))
+    wait_until(lambda: len(set(observed.nacked)) >= 1, 30, message="a nack after the failed commit")
+    assert observed.acked == []
+    with observed.lock:
+        fault_injection["down"] = observed.outage = False
+    wait_until(lambda: set(observed.acked) >= set(published), 60, message="every message acked")
+    poller.stop()
+    assert observed.acked_before_commit == []
+    assert set(observed.nacked) <= set(published)
+    assert poller.count() == 20
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_odd_payloads_are_stored_acked_and_polling_goes_on(app, emulator, pubsub_names, mode):
+    observed = Observed(app)
+    poller = RunningPoller(app, emulator, mode, pubsub_names, observed=observed).start()
+    kinds = {"invalid-json", "binary", "empty", "attributes", "html", "large"}
+    odd = publish_samples(pubsub_names, publisher.odd_samples(TEST_PROJECT, kinds))
+    wait_until(lambda: poller.count() >= len(odd), 60, message="the odd payloads stored")
+    after = publish_samples(pubsub_names, cloud_build_samples(1))
+    wait_until(lambda: poller.count() >= len(odd) + 1, 30, message="a normal message after the odd ones")
+    poller.stop()
+    published = odd | after
+    items = {item.message_id: item for item in poller.items()}
+    assert sorted(items) == sorted(published)
+    for message_id, sample in published.items():
+        item = items[message_id]
+        assert item.data == sample.data, sample.kind
+        assert item.attributes == sample.attributes, sample.kind
+    kinds_by_id = {message_id: sample.kind for message_id, sample in published.items()}
+    flags = {kinds_by_id[item.message_id]: (item.is_json, item.is_binary) for item in items.values()}
+    assert flags["invalid-json"] == (False, False)
+    assert flags["binary"] == (False, True)
+    assert flags["nul-text"] == (False, True)
+    assert flags["empty"] == (False, False)
+    assert flags["large"] == (True, False)
+    assert len(items[next(k for k, v in kinds_by_id.items() if v == "many-attributes")].attributes) == 100
+    assert sorted(observed.acked) == sorted(published)
+    assert observed.nacked == []
+
+
+def test_subscription_that_does_not_exist_fails_with_the_cause(app, emulator, monkeypatch):
+    user_id, task_id = make_task(app, "no-such-subscription")
+    app.config["PUBSUB_EMULATOR_HOST"] = emulator.host
+    with app.app_context():
+        outcome = run_polling_task(task_id)
+        task = db.session.get(Task, task_id)
+        notification = db.session.scalars(sa.select(Notification).order_by(Notification.timestamp.desc())).first()
+        assert task.complete and task.finished_at is not None
+        assert "no-such-subscription does not exist" in task.last_error
+        assert notification.get_data()["progress"] == outcome
+    assert outcome.startswith("Failed: ") and "does not exist" in outcome
+
+
+def test_missing_credentials_fail_with_the_cause(app, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud application-default credentials either
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    app.config.update(PUBSUB_EMULATOR_HOST=None, GOOGLE_APPLICATION_CREDENTIALS=None, PUBSUB_PULL_MODE="")
+    _user_id, task_id = make_task(app, "monitor-sub")
+    with app.app_context():
+        outcome = run_polling_task(task_id)
+        task = db.session.get(Task, task_id)
+        assert task.complete
+        data = db.session.scalars(sa.select(Notification)).one().get_data()
+    assert outcome.startswith("Failed: no Google Cloud credentials")
+    assert data["progress"] == outcome and data["mode"] == "streaming"
+
