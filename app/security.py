@@ -124,7 +124,9 @@ def _limiter_storage_options(redis_url: str) -> dict:
 
 # --- log redaction -------------------------------------------------------------------------------
 
-_SECRET_KEY_NAMES = r"\w*(?:password|passwd|secret|private_key|api_key|token)\w*"
+# Names whose values are secret: *password*, *secret*, *private_key*, *api_key*, *token
+# (not token_uri, which is an address).
+_SECRET_KEY_NAMES = r"(?:\w*(?:password|passwd|secret|private_key|api_key)\w*|\w*token)"
 _VALUE = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,;&'\"})\]]+"
 _REDACTIONS = [
     # PEM private keys, raw or with escaped newlines, even when cut off.
@@ -163,11 +165,19 @@ def redact_secrets(text: str) -> str:
 
 
 def register_secret(value: str | None) -> None:
-    """Redact this exact value (and its escaped forms) from every log record."""
+    """Redact this exact value (and its escaped forms) from every log record.
+
+    For a PEM key, each line of its body is redacted too, so that a fragment is caught.
+    """
     if not value or len(value) < _MIN_KNOWN_SECRET_LENGTH:
         return
+    forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1]}
+    if "PRIVATE KEY-----" in value:
+        body = [line.strip() for line in value.replace("\\n", "\n").splitlines() if "-----" not in line]
+        forms.update(line for line in body if len(line) >= 16)
+        forms.add("".join(body))
     with _known_secrets_lock:
-        _known_secrets.update({value, json.dumps(value)[1:-1], repr(value)[1:-1]})
+        _known_secrets.update(form for form in forms if len(form) >= _MIN_KNOWN_SECRET_LENGTH)
 
 
 def _credential_secrets(credentials: str | None) -> list[str]:
