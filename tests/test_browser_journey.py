@@ -1,0 +1,72 @@
+"""The whole journey in Chromium, with the real worker, the emulator and helpers/publish.py."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import ARTIFACTS, ROOT, create_user, service_env
+from tests.test_browser import LIVE_UPDATE_MS, browser_context, sign_in  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.browser
+
+
+def publish(app, topic: str, count: int) -> list[dict]:
+    """Publish Cloud Build-style samples with the project's own publisher; returns what it published."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "helpers" / "publish.py"), "--project", app.config["GCP_PROJECT_ID"],
+         "--topic", topic, "--count", str(count), "--json"],
+        cwd=ROOT, env=service_env(app), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_journey_start_polling_receive_messages_live_then_stop(
+    app, browser_context, pubsub_names, worker_factory  # noqa: F811
+):
+    context, _ = browser_context
+    app.config["SUBSCRIPTION_NAME"] = pubsub_names["subscription"]
+    app.config["PUBSUB_TOPIC"] = pubsub_names["topic"]
+    create_user(app, "alice")
+    worker = worker_factory()
+    page = sign_in(context)
+    button = page.locator("#pollnav")
+    expect(button).to_have_text("Start polling")
+
+    button.click()
+    expect(page.locator("#clnt-alert")).to_contain_text("Started background task")
+    expect(button).to_have_text("Stop polling")
+    # The job reports "Polling" once it listens; the page shows it at its next five-second poll.
+    expect(page.locator("#current-task")).to_be_visible()
+    expect(page.locator("#task-progress")).to_have_text("Polling...", timeout=20_000)
+    assert "alert-success" in page.get_attribute("#current-task", "class")
+
+    published = publish(app, pubsub_names["topic"], 3)
+    assert len(published) == 3
+    rows = page.locator("#useritems tr.useritem")
+    expect(rows).to_have_count(3, timeout=LIVE_UPDATE_MS)
+    shown = rows.all_inner_texts()
+    for message in published:
+        # The emulator numbers its messages 1, 2, 3: match the id cell exactly.
+        message_id = page.locator("code.message-id", has_text=re.compile(rf"^{re.escape(message['message_id'])}$"))
+        row = page.locator("#useritems tr.useritem", has=message_id)
+        expect(row).to_have_count(1)
+        expect(row.locator(".item-data .highlight .nt").first).to_be_visible()  # highlighted JSON keys
+        for name, value in message["attributes"].items():
+            expect(row.locator(".item-attributes")).to_contain_text(f'"{name}": "{value}"')
+    assert len(shown) == 3
+    page.screenshot(path=str(ARTIFACTS / "journey.png"), full_page=True)
+
+    button.click()
+    expect(page.locator("#clnt-alert")).to_contain_text("Stopping background task")
+    expect(page.locator("#task-progress")).to_have_text("Finished", timeout=20_000)
+    expect(button).to_have_text("Start polling")
+
+    page.reload()
+    expect(page.locator("#pollnav")).to_have_text("Start polling")
+    expect(rows).to_have_count(3)
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
