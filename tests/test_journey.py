@@ -1,0 +1,148 @@
+"""The whole journey through HTTP, a real `rq worker`, the emulator and the publish helper, in each mode."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+from rq.job import Job
+
+from app.extensions import db
+from app.models import Task, UserItem
+from tests.conftest import ROOT, TEST_PROJECT, create_user, service_env, wait_until
+
+MODES = ["batch", "streaming"]
+
+
+def post_polling(client, auth, action: str, subscription: str):
+    token = auth.csrf_token("/user/alice")
+    return client.post("/polling_pubsub", data={"action": action, "subscription": subscription},
+                       headers={"X-CSRFToken": token})
+
+
+def progress_notifications(client) -> list[dict]:
+    response = client.get("/notifications?since=0")
+    assert response.status_code == 200
+    return [entry["data"] for entry in response.get_json() if entry["name"] == "task_progress"]
+
+
+def job_status(app, task_id: str) -> str | None:
+    job = Job.fetch(task_id, connection=app.redis)
+    return job.get_status(refresh=True)
+
+
+def stored_items(app) -> list[UserItem]:
+    with app.app_context():
+        items = db.session.scalars(sa.select(UserItem).order_by(UserItem.id)).all()
+        db.session.expunge_all()
+        return items
+
+
+def item_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(UserItem))
+
+
+def publish_with_helper(app, topic: str, count: int) -> dict[str, bytes]:
+    """Run helpers/publish.py as a user would; return the published data by message id."""
+    result = subprocess.run(
+        [sys.executable, "helpers/publish.py", "--project", TEST_PROJECT, "--topic", topic,
+         "--count", str(count), "--size", "1000", "--json"],
+        cwd=ROOT, env=service_env(app), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert f"Published {count} messages" in result.stderr
+    return {record["message_id"]: base64.b64decode(record["data_base64"]) for record in records}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_whole_journey_stores_every_published_message_once_and_stops(
+    app, client, auth, emulator, pubsub_names, worker_factory, mode
+):
+    create_user(app, "alice")
+    auth.login()
+    worker = worker_factory(PUBSUB_PULL_MODE=mode)
+    subscription = pubsub_names["subscription"]
+
+    response = post_polling(client, auth, "start", subscription)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert response.get_json()["status"] == "success"
+    task_id = response.get_json()["task_id"]
+    wait_until(lambda: any(n["progress"] == "Polling" for n in progress_notifications(client)), 60,
+               message=f"the job to start polling; worker log:\n{worker.log()}")
+    assert progress_notifications(client)[0]["mode"] == mode
+
+    published = publish_with_helper(app, pubsub_names["topic"], 1000)
+    assert len(published) == 1000
+    wait_until(lambda: item_count(app) >= 1000, 30, interval=0.5, message="1,000 stored messages")
+    time.sleep(1)  # anything more would be a duplicate
+    items = stored_items(app)
+    assert len(items) == 1000
+    assert len({item.message_id for item in items}) == 1000
+    assert {item.message_id: item.data for item in items} == published
+    assert all(item.subscription == subscription for item in items)
+
+    response = post_polling(client, auth, "stop", subscription)
+    stopped_at = time.monotonic()
+    assert response.status_code == 202 and response.get_json() == {"status": "terminated", "task_id": task_id}
+    wait_until(lambda: job_status(app, task_id) == "finished", 10, interval=0.1,
+               message=f"the job to finish; worker log:\n{worker.log()}")
+    assert time.monotonic() - stopped_at < 5
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert task.complete and task.finished_at is not None and task.stored_count == 1000
+        assert task.heartbeat_at is not None
+    last = progress_notifications(client)[-1]
+    assert last["progress"] == "Finished"
+    assert last["stored_count"] == 1000 and last["task_id"] == task_id and last["mode"] == mode
+    assert client.get("/polling_pubsub").get_json()["status"] == "idle"
+
+
+def assert_fails_once_without_a_crash_loop(app, client, auth, worker, subscription: str, cause: str) -> dict:
+    response = post_polling(client, auth, "start", subscription)
+    assert response.status_code == 202
+    task_id = response.get_json()["task_id"]
+    wait_until(lambda: job_status(app, task_id) in {"finished", "failed"}, 60,
+               message=f"the job to end; worker log:\n{worker.log()}")
+    time.sleep(3)  # a crash loop would post more notifications or requeue the job
+    notifications = progress_notifications(client)
+    failed = [n for n in notifications if n["progress"].startswith("Failed: ")]
+    assert len(failed) == 1, notifications
+    assert cause in failed[0]["progress"]
+    assert notifications[-1] == failed[0]
+    assert job_status(app, task_id) == "finished"
+    assert len(app.task_queue) == 0
+    assert worker.process.poll() is None, "the worker died"
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert task.complete and cause in task.last_error
+    assert client.get("/polling_pubsub").get_json()["status"] == "idle"
+    return failed[0]
+
+
+def test_subscription_that_does_not_exist_ends_the_task_with_the_cause(
+    app, client, auth, emulator, worker_factory
+):
+    create_user(app, "alice")
+    auth.login()
+    worker = worker_factory()
+    assert_fails_once_without_a_crash_loop(
+        app, client, auth, worker, "no-such-subscription", "no-such-subscription does not exist"
+    )
+
+
+def test_missing_credentials_end_the_task_with_the_cause(app, client, auth, worker_factory, tmp_path):
+    create_user(app, "alice")
+    auth.login()
+    # Google Cloud instead of the emulator, with no key and no gcloud default credentials.
+    worker = worker_factory(PUBSUB_EMULATOR_HOST="", GOOGLE_APPLICATION_CREDENTIALS="", HOME=str(tmp_path))
+    failed = assert_fails_once_without_a_crash_loop(
+        app, client, auth, worker, "monitor-sub", "no Google Cloud credentials"
+    )
+    assert failed["mode"] == "streaming"
