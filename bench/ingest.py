@@ -1,0 +1,265 @@
+"""Measure how fast messages get from the emulator into the database, and compare with the bare client.
+
+    .venv/bin/python bench/ingest.py --database sqlite
+    .venv/bin/python bench/ingest.py --database postgresql --database-url postgresql://pubsub:pubsub@localhost/postgres
+
+It starts its own emulator and Redis, publishes N messages of about 1 KB once to a
+topic with four fresh subscriptions, and drains one subscription each way:
+
+  (a) bare StreamingPull, ack-only callback, in this process;
+  (b) bare unary Pull, 1,000 per call, one acknowledge per batch, in this process;
+  (c) the app's streaming mode: the real job in a real `rq worker`, storing to the database;
+  (d) the app's batch mode, likewise.
+
+(c) and (d) are timed from the job's "Polling" notification to the last row
+committed, so worker start-up is not counted. It prints the rates, the ratios c/a,
+d/b and d/c, and the work-horse's peak memory (VmHWM). Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from config import normalise_database_url  # noqa: E402
+from helpers.services import PubSubEmulator, RedisServer, stop_process  # noqa: E402
+
+PROJECT = "bench-project"
+
+
+def publish(host: str, topic: str, count: int, size: int) -> float:
+    from google.cloud import pubsub_v1
+
+    from helpers.publish import cloud_build_message
+
+    publisher = pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=5_000_000, max_latency=0.05)
+    )
+    topic_path = publisher.topic_path(PROJECT, topic)
+    started = time.monotonic()
+    futures = [publisher.publish(topic_path, sample.data, **sample.attributes)
+               for sample in (cloud_build_message(PROJECT, index, size) for index in range(count))]
+    for future in futures:
+        future.result(timeout=300)
+    return time.monotonic() - started
+
+
+def bare_streaming(client, path: str, count: int) -> float:
+    """(a): StreamingPull with an ack-only callback."""
+    received = 0
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def callback(message):
+        nonlocal received
+        message.ack()
+        with lock:
+            received += 1
+            if received >= count:
+                done.set()
+
+    started = time.monotonic()
+    future = client.subscribe(path, callback=callback)
+    if not done.wait(600):
+        raise RuntimeError(f"bare streaming drained only {received} of {count}")
+    elapsed = time.monotonic() - started
+    future.cancel()
+    future.result(timeout=30)
+    return elapsed
+
+
+def bare_pull(client, path: str, count: int) -> float:
+    """(b): unary Pull of up to 1,000, then one acknowledge per batch."""
+    from google.pubsub_v1.types import PullRequest
+
+    request = PullRequest(subscription=path, max_messages=1000)
+    received = 0
+    started = time.monotonic()
+    while received < count:
+        response = client.pull(request=request, timeout=30)
+        ack_ids = [message.ack_id for message in type(response).pb(response).received_messages]
+        if ack_ids:
+            client.acknowledge(subscription=path, ack_ids=ack_ids)
+            received += len(ack_ids)
+    return time.monotonic() - started
+
+
+def peak_memory_kb(pid: int) -> int:
+    """VmHWM (peak resident set) of a process and its children, in kB: the largest of them."""
+    peak = 0
+    pids = [pid]
+    try:
+        pids += [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for one in pids:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak
+
+
+def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscription: str, count: int,
+             log_dir: Path) -> tuple[float, int]:
+    """(c) or (d): the real job in a real rq worker; returns (seconds, peak kB of the work horse)."""
+    from app import create_app
+    from app.extensions import db
+    from app.models import Notification, Task, User
+    from config import Config
+
+    queue = f"bench-{mode}-{uuid.uuid4().hex[:6]}"
+    settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "RQ_QUEUE": queue,
+                "GCP_PROJECT_ID": PROJECT, "PUBSUB_EMULATOR_HOST": host, "PUBSUB_PULL_MODE": mode,
+                "SECRET_KEY": "bench", "TESTING": True}
+    app = create_app(type("BenchConfig", (Config,), settings))
+    env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis.url, GCP_PROJECT_ID=PROJECT,
+               PUBSUB_EMULATOR_HOST=host, PUBSUB_PULL_MODE=mode, SECRET_KEY="bench", LOG_TO_STDOUT="1")
+    rq = str(Path(sys.executable).with_name("rq"))
+    log = open(log_dir / f"worker-{mode}.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen([rq, "worker", "-u", redis.url, queue], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with app.app_context():
+            user = User(username=f"bench-{mode}", email=f"bench-{mode}@example.com")
+            db.session.add(user)
+            db.session.commit()
+            task = user.launch_task("polling_subscription", f"Bench {mode}", subscription)
+            task_id = task.id
+            polling_since = None
+            deadline = time.monotonic() + 120
+            while polling_since is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {mode} job never started; see {log.name}")
+                note = db.session.scalar(sa.select(Notification).where(Notification.user_id == user.id))
+                db.session.rollback()
+                if note is not None:
+                    polling_since = note.timestamp
+                time.sleep(0.02)
+            deadline = time.monotonic() + 600
+            peak = 0
+            while True:
+                stored = db.session.scalar(sa.select(Task.stored_count).where(Task.id == task_id))
+                db.session.rollback()
+                peak = max(peak, peak_memory_kb(worker.pid))
+                if stored >= count:
+                    finished = time.time()
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{mode}: stored only {stored} of {count}")
+                time.sleep(0.02)
+            peak = max(peak, peak_memory_kb(worker.pid))
+            db.session.execute(sa.update(Task).where(Task.id == task_id).values(complete=True))
+            db.session.commit()
+            time.sleep(3)
+        return finished - polling_since, peak
+    finally:
+        stop_process(worker, timeout=15)
+        log.close()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, callable]:
+    from app import create_app
+    from app.extensions import db
+    from config import Config
+
+    if kind == "sqlite":
+        database_url = f"sqlite:///{workdir / 'bench.db'}"
+        drop = lambda: None  # noqa: E731
+    else:
+        server = sa.make_url(normalise_database_url(url or "postgresql://pubsub:pubsub@localhost:5432/postgres"))
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        database_url = server.set(database=name).render_as_string(hide_password=False)
+
+        def drop():
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+    app = create_app(type("BenchConfig", (Config,), {"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True,
+                                                      "SECRET_KEY": "bench"}))
+    with app.app_context():
+        db.create_all()
+        db.engine.dispose()
+    return database_url, drop
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=20_000, help="messages to publish (default 20,000)")
+    parser.add_argument("--size", type=int, default=1000, help="approximate message size in bytes (default 1,000)")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--database-url", help="PostgreSQL server URL; a fresh database is created on it")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="pubsub-bench-"))
+    emulator = PubSubEmulator(log_path=str(workdir / "emulator.log")).start()
+    redis = RedisServer().start()
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    database_url, drop_database = prepare_database(args.database, args.database_url, workdir)
+    try:
+        from google.cloud import pubsub_v1
+
+        from app.pubsub import make_subscriber_client
+
+        publisher = pubsub_v1.PublisherClient()
+        client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+        topic_path = publisher.topic_path(PROJECT, "bench-topic")
+        publisher.create_topic(name=topic_path)
+        paths = {}
+        for key in "abcd":
+            paths[key] = client.subscription_path(PROJECT, f"bench-{key}")
+            client.create_subscription(name=paths[key], topic=topic_path, ack_deadline_seconds=60)
+        print(f"database: {args.database}; {args.count:,} messages of about {args.size:,} bytes; "
+              f"emulator {emulator.host}; logs in {workdir}", flush=True)
+        seconds = publish(emulator.host, "bench-topic", args.count, args.size)
+        print(f"published in {seconds:.1f} s ({args.count / seconds:,.0f} msg/s)", flush=True)
+
+        rates = {}
+        seconds = bare_streaming(client, paths["a"], args.count)
+        rates["a"] = args.count / seconds
+        print(f"(a) bare StreamingPull, ack-only callback: {seconds:6.2f} s  {rates['a']:9,.0f} msg/s", flush=True)
+        seconds = bare_pull(client, paths["b"], args.count)
+        rates["b"] = args.count / seconds
+        print(f"(b) bare unary Pull, 1,000 per call:       {seconds:6.2f} s  {rates['b']:9,.0f} msg/s", flush=True)
+        peaks = {}
+        for key, mode in (("c", "streaming"), ("d", "batch")):
+            seconds, peaks[key] = app_mode(mode, database_url, redis, emulator.host, f"bench-{key}", args.count,
+                                           workdir)
+            rates[key] = args.count / seconds
+            label = f"({key}) app {mode} mode, stored to {args.database}:"
+            print(f"{label:43s}{seconds:6.2f} s  {rates[key]:9,.0f} msg/s  peak worker memory "
+                  f"{peaks[key] / 1024:.0f} MB", flush=True)
+        print(f"c/a = {rates['c'] / rates['a']:.2f} (target >= 0.9)")
+        print(f"d/b = {rates['d'] / rates['b']:.2f} (target >= 0.5)")
+        print(f"d/c = {rates['d'] / rates['c']:.2f} (target >= 5)")
+        print(f"peak worker memory = {max(peaks.values()) / 1024:.0f} MB (target < 300 MB)")
+        client.close()
+    finally:
+        drop_database()
+        redis.stop()
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
