@@ -1,0 +1,93 @@
+"""The Content-Security-Policy in Debian's Chromium: the app lives with it, and it stops injected code."""
+
+import pytest
+
+from tests.conftest import TEST_PASSWORD, create_user, store_item
+
+pytestmark = pytest.mark.browser
+
+# Runs before any page script and is not itself subject to the CSP.
+RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.__cspViolations.push(event.effectiveDirective + ' ' + (event.blockedURI || 'inline'));
+});
+"""
+
+
+@pytest.fixture
+def context(browser, live_server):
+    context = browser.new_context(base_url=live_server)
+    context.add_init_script(RECORD_VIOLATIONS)
+    console = []
+    context.on("page", lambda page: page.on("console", lambda message: console.append(message.text)))
+    context.console = console
+    yield context
+    context.close()
+
+
+def csp_console_messages(context) -> list[str]:
+    return [text for text in context.console if "Content Security Policy" in text or "Refused to" in text]
+
+
+def violations(page) -> list[str]:
+    return page.evaluate("window.__cspViolations")
+
+
+def sign_in(context, remember_me=True):
+    page = context.new_page()
+    page.goto("/index")
+    page.fill("#username", "alice")
+    page.fill("#password", TEST_PASSWORD)
+    if remember_me:
+        page.check("#remember_me")  # Bootstrap draws the tick as a data: SVG
+    assert violations(page) == []
+    page.click("#submit")
+    page.wait_for_url("**/user/alice")
+    return page
+
+
+def test_every_page_runs_in_chromium_without_a_csp_violation(app, context):
+    alice = create_user(app, "alice")
+    store_item(app, alice, "plain text message")
+    item_id = store_item(app, alice, {"nested": {"list": [1, 2, 3]}, "text": "highlighted"},
+                         attributes={"origin": "test"})
+    page = sign_in(context)
+    page.wait_for_selector(f"#item-{item_id}")
+    page.wait_for_timeout(6_000)  # one live poll of /notifications and /useritems
+    assert violations(page) == []
+    for path in [f"/useritems/{item_id}", "/no-such-page", "/user/alice"]:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        assert violations(page) == [], path
+    assert csp_console_messages(context) == []
+
+
+def test_chromium_blocks_script_injected_into_the_page(app, context):
+    """Were escaping ever to fail, the policy still stops inline script and event handlers."""
+    create_user(app, "alice")
+    page = sign_in(context)
+    page.evaluate("""() => {
+        const script = document.createElement('script');
+        script.textContent = 'window.__pwned = "inline script"';
+        document.body.appendChild(script);
+        document.body.insertAdjacentHTML('beforeend', '<img src="/static/missing.png" onerror="window.__pwned = 1">');
+        const link = document.createElement('a');
+        link.href = 'javascript:window.__pwned = 2';
+        document.body.appendChild(link);
+        link.click();
+    }""")
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__pwned") is None
+    blocked = violations(page)
+    assert any(entry.startswith("script-src") for entry in blocked), blocked
+    assert len(blocked) >= 2, blocked
+
+
+def test_chromium_refuses_to_show_the_app_in_a_frame(app, context, live_server):
+    page = context.new_page()
+    page.set_content(f'<iframe id="framed" src="{live_server}/index"></iframe>')
+    page.wait_for_timeout(1_500)
+    framed = page.frame_locator("#framed")
+    assert framed.locator("#login-form").count() == 0
+    assert any("frame-ancestors" in text for text in context.console), context.console
