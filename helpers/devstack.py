@@ -164,7 +164,8 @@ def run_worker() -> None:
     wait_for_schema()
     queue = os.environ.get("RQ_QUEUE") or "gcpubsub-tasks"
     os.execv(str(BIN / "rq"), ["rq", "worker", "-u", os.environ["REDIS_URL"],
-                                "--connection-class", "app.redis_connection.Redis", "--with-scheduler", queue])
+                                "--connection-class", "app.redis_connection.Redis", "-w", "app.worker.PollingWorker",
+                                "--with-scheduler", queue])
 
 
 def run_redis() -> None:

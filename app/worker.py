@@ -1,0 +1,49 @@
+"""The RQ worker class: rq's HerokuWorker, which also resumes polling tasks whose job is gone.
+
+Procfile: `rq worker ... -w app.worker.PollingWorker ...`. HerokuWorker already handles
+Heroku's SIGTERM well (the running job is told to stop, not killed mid-write). This class
+adds one maintenance step, run at start and every MAINTENANCE_SECONDS while idle: polling
+Tasks left "in progress" by a worker that died are resumed (see app.resume).
+"""
+
+from __future__ import annotations
+
+from rq.worker import HerokuWorker
+
+MAINTENANCE_SECONDS = 15
+
+
+class PollingWorker(HerokuWorker):
+    def __init__(self, *args, **kwargs):
+        kwargs["maintenance_interval"] = MAINTENANCE_SECONDS
+        super().__init__(*args, **kwargs)
+        self._flask_app = None
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # rq waits up to worker_ttl - 15 s (405 s) for a job; idle maintenance needs a shorter wait.
+        return min(super().dequeue_timeout, MAINTENANCE_SECONDS)
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        self.reconcile_polling_tasks()
+
+    def reconcile_polling_tasks(self) -> None:
+        from app import create_app
+        from app.extensions import db
+        from app.resume import reconcile_polling_tasks
+
+        if self._flask_app is None:
+            self._flask_app = create_app()
+        with self._flask_app.app_context():
+            try:
+                resumed = reconcile_polling_tasks()
+            except Exception:  # a process boundary: a failed pass must not stop the worker
+                self.log.exception("Could not reconcile polling tasks; will try again")
+                return
+            finally:
+                # Hold no database connection across the fork of the next job's work horse.
+                db.session.remove()
+                db.engine.dispose()
+        for task in resumed:
+            self.log.info("Resumed polling %s for user %s as task %s", task.subscription, task.user_id, task.id)
