@@ -10,6 +10,7 @@ from app.extensions import db
 from app.main import bp
 from app.main.rendering import render_attributes, render_data, with_previews
 from app.models import Notification, Task, User, UserItem, utcnow
+from app.resume import job_is_alive
 
 POLLING_TASK = "polling_subscription"
 # Each poll answers with at most this many new items; a burst is caught up over
@@ -124,8 +125,13 @@ def notifications():
 def task_status(task: Task | None) -> dict:
     if task is None:
         return {"status": "idle", "task_id": None}
+    try:
+        alive = job_is_alive(task, current_app.redis, utcnow())
+    except RedisError:
+        alive = None  # unknown while Redis is down; the database still says polling
     return {
-        "status": "polling",
+        # "stalled": the worker running it is gone; a worker resumes it within seconds of being up.
+        "status": "stalled" if alive is False else "polling",
         "task_id": task.id,
         "subscription": task.subscription,
         "description": task.description,
