@@ -224,7 +224,7 @@ def service_env(app, **extra) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A real `rq worker` process on the test's queue."""
+    """A real `rq worker` process on the test's queue, with the Procfile's worker class."""
 
     def __init__(self, app, log_path: Path, **env):
         self.log_path = log_path
@@ -236,7 +236,8 @@ class WorkerProcess:
         rq_command = str(Path(sys.executable).with_name("rq"))
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [rq_command, "worker", "-u", self.env["REDIS_URL"], "--with-scheduler", self.queue],
+                [rq_command, "worker", "-u", self.env["REDIS_URL"], "--connection-class",
+                 "app.redis_connection.Redis", "-w", "app.worker.PollingWorker", "--with-scheduler", self.queue],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return self
