@@ -142,11 +142,15 @@ def test_change_password_in_the_browser_then_sign_in_with_it(app, browser_contex
     context, errors = browser_context
     create_user(app, "alice")
     page = sign_in(context)
+    posts = []
+    page.on("request", lambda request: request.method == "POST" and posts.append(request.url))
     page.fill("#curpass", TEST_PASSWORD)
     page.fill("#newpass", "a-new-password-1")
     page.fill("#cnfrmpass", "a-different-one-2")
     page.click("#changepwd button[type=submit]")
     assert page.locator("#pwd-alert").inner_text() == "The new passwords do not match."
+    assert "alert-danger" in page.get_attribute("#pwd-alert", "class")
+    assert posts == []  # checked in the browser, before anything is sent
     page.fill("#cnfrmpass", "a-new-password-1")
     page.click("#changepwd button[type=submit]")
     page.wait_for_selector("#pwd-alert.alert-success")
@@ -182,3 +186,33 @@ def test_page_fits_a_phone_and_the_navbar_toggler_opens_the_menu(app, browser_co
     page.wait_for_selector("#pollnav:has-text('Stop polling')")
     assert page.locator("#clnt-alert").is_visible()
     page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
+
+
+def test_status_alert_and_button_follow_task_progress_notifications(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    page = sign_in(context)
+    alert, button = page.locator("#current-task"), page.locator("#pollnav")
+    expect(alert).to_be_hidden()
+    subscription = app.config["SUBSCRIPTION_NAME"]
+    # As the job posts them, e.g. after another tab started polling.
+    notify(app, user_id, {"progress": "Polling", "description": f"Polling subscription {subscription}",
+                          "subscription": subscription, "stored_count": 12})
+    expect(page.locator("#task-progress")).to_have_text("Polling...", timeout=LIVE_UPDATE_MS)
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("12 stored")
+    expect(button).to_have_text("Stop polling")
+    notify(app, user_id, {"progress": "Failed: subscription not found", "subscription": subscription})
+    expect(page.locator("#task-progress")).to_have_text("Failed: subscription not found", timeout=LIVE_UPDATE_MS)
+    assert "alert-danger" in alert.get_attribute("class")
+    expect(button).to_have_text("Start polling")
+    expect(alert).to_be_hidden(timeout=8_000)  # fades out after the end
+
+
+def notify(app, user_id, data):
+    from app.extensions import db
+    from app.models import User
+
+    with app.app_context():
+        db.session.get(User, user_id).add_notification("task_progress", data)
+        db.session.commit()

@@ -79,6 +79,8 @@ $(function () {
     box.toggleClass("alert-success", stage.indexOf("Failed") !== 0)
        .toggleClass("alert-danger", stage.indexOf("Failed") === 0);
     if (!ended) {
+      // Another tab may have started it: the button follows the task.
+      if (forThisSubscription(data.subscription)) { setButton(true); }
       clearTimeout(setTaskProgress.timer);
       if (box.prop("hidden") || box.is(":hidden")) { box.prop("hidden", false).hide().fadeIn(1000); }
     } else {
@@ -88,8 +90,10 @@ $(function () {
     }
   }
 
-  function connectionLost(xhr) {
-    const reason = xhr.status === 0 ? "the server did not answer" : (xhr.status + " " + xhr.statusText);
+  function connectionLost(xhr, textStatus) {
+    let reason = xhr.status === 0 ? "the server did not answer" : (xhr.status + " " + xhr.statusText);
+    // A signed-out session is redirected to the sign-in page, which is HTML, not JSON.
+    if (xhr.status === 401 || textStatus === "parsererror") { reason = "you are signed out; reload to sign in"; }
     $("#poll-error").text("Updates paused: " + reason + ". Retrying every 5 seconds.").prop("hidden", false);
   }
 
