@@ -156,3 +156,35 @@ def test_missing_item_is_404(app, client, auth):
     create_user(app, "alice")
     auth.login()
     assert client.get("/useritems/999999").status_code == 404
+
+
+def test_user_page_shows_the_running_task_and_a_stop_button(app, client, auth):
+    from app.extensions import db
+    from app.models import Task
+
+    user_id = create_user(app, "alice")
+    auth.login()
+    idle = client.get("/user/alice").get_data(as_text=True)
+    assert 'data-polling="false">Start polling' in idle
+    with app.app_context():
+        db.session.add(Task(id="t1", name="polling_subscription", description="Polling subscription monitor-sub",
+                            user_id=user_id, subscription=app.config["SUBSCRIPTION_NAME"], stored_count=7))
+        db.session.commit()
+    busy = client.get("/user/alice").get_data(as_text=True)
+    assert 'data-polling="true">Stop polling' in busy
+    assert "Polling subscription monitor-sub" in busy and "7 stored" in busy
+
+
+def test_user_page_follows_notifications_from_the_newest_one(app, client, auth):
+    from app.extensions import db
+    from app.models import User
+
+    user_id = create_user(app, "alice")
+    with app.app_context():
+        notification = db.session.get(User, user_id).add_notification("task_progress", {"progress": "Finished"})
+        db.session.commit()
+        newest = notification.timestamp
+    auth.login()
+    html = client.get("/user/alice").get_data(as_text=True)
+    # An old "Finished" must not replay into a fresh page.
+    assert f'data-notifications-since="{newest}"' in html
