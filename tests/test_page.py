@@ -188,3 +188,24 @@ def test_user_page_follows_notifications_from_the_newest_one(app, client, auth):
     html = client.get("/user/alice").get_data(as_text=True)
     # An old "Finished" must not replay into a fresh page.
     assert f'data-notifications-since="{newest}"' in html
+
+
+def test_data_download_is_byte_for_byte_and_never_rendered(app, client, auth):
+    user_id = create_user(app, "alice")
+    payload = b"\x89PNG\x00\xff<script>alert(1)</script>"
+    item_id = store_item(app, user_id, payload)
+    auth.login()
+    response = client.get(f"/useritems/{item_id}/data")
+    assert response.status_code == 200
+    assert response.data == payload
+    assert response.mimetype == "application/octet-stream"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="message-{item_id}.bin"'
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_data_download_of_another_users_item_is_404(app, client, auth):
+    create_user(app, "alice")
+    bob = create_user(app, "bob")
+    item_id = store_item(app, bob, "bob's data")
+    auth.login("alice")
+    assert client.get(f"/useritems/{item_id}/data").status_code == 404

@@ -1,5 +1,5 @@
 import sqlalchemy as sa
-from flask import abort, current_app, jsonify, render_template, request, url_for
+from flask import Response, abort, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user, login_required
 from markupsafe import Markup
 from redis import RedisError
@@ -97,13 +97,33 @@ def useritems():
 @login_required
 def useritem(item_id):
     """One message in full."""
-    item = db.session.get(UserItem, item_id)
-    if item is None or (item.user_id != current_user.id and not current_user.is_admin):
-        abort(404)
+    item = readable_item(item_id)
     return render_template(
         "main/useritem.html", item=item, data=render_data(item, limit=None),
         attributes=render_attributes(item),
     )
+
+
+@bp.route("/useritems/<int:item_id>/data")
+@login_required
+def useritem_data(item_id):
+    """A message's data byte for byte, as a download (never rendered by the browser)."""
+    item = readable_item(item_id)
+    extension = "json" if item.is_json else "txt" if item.data_bytes is None else "bin"
+    return Response(
+        item.data,
+        mimetype="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="message-{item.id}.{extension}"',
+                 "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def readable_item(item_id: int) -> UserItem:
+    """The item, if it is yours or you are an admin; otherwise 404, so ids of others' items stay hidden."""
+    item = db.session.get(UserItem, item_id)
+    if item is None or (item.user_id != current_user.id and not current_user.is_admin):
+        abort(404)
+    return item
 
 
 @bp.route("/notifications")

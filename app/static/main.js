@@ -1,6 +1,18 @@
 /* The live page: polling status, new messages every five seconds, infinite scroll. */
 $(function () {
   "use strict";
+  // Times come from the server in UTC; show them in the browser's local time (list and detail view).
+  function showLocalTimes(scope) {
+    $(scope).find("time.local-time").each(function () {
+      const iso = $(this).attr("datetime");
+      if (iso) {
+        const when = new Date(iso);
+        if (!isNaN(when)) { $(this).text(when.toLocaleString()).attr("title", iso); }
+      }
+    });
+  }
+  showLocalTimes(document);
+
   const page = $("#page");
   if (!page.length) { return; }
   const urls = {
@@ -25,17 +37,6 @@ $(function () {
   $.ajaxSetup({
     headers: {"X-CSRFToken": $('meta[name="csrf-token"]').attr("content")}
   });
-
-  function showLocalTimes(scope) {
-    $(scope).find("time.local-time").each(function () {
-      const iso = $(this).attr("datetime");
-      if (iso) {
-        const when = new Date(iso);
-        if (!isNaN(when)) { $(this).text(when.toLocaleString()).attr("title", iso); }
-      }
-    });
-  }
-  showLocalTimes(document);
 
   function addRows(rows, ids, position) {
     const table = $("#useritems");
