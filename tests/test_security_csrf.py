@@ -176,9 +176,9 @@ def test_get_polling_pubsub_never_stops_a_task(app, client, auth):
 SAMPLE_ARGUMENTS = {"username": "alice", "item_id": 1, "filename": "style.css"}
 
 
-def concrete_path(app, rule) -> str:
+def concrete_path(app, rule, **overrides) -> str:
     """The rule's path with sample values for its arguments."""
-    values = {name: SAMPLE_ARGUMENTS.get(name, "1") for name in rule.arguments}
+    values = {name: overrides.get(name, SAMPLE_ARGUMENTS.get(name, "1")) for name in rule.arguments}
     with app.test_request_context():
         return app.url_map.bind("localhost").build(rule.endpoint, values, method=sorted(rule.methods)[0])
 

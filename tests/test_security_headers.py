@@ -56,10 +56,8 @@ def every_get_response(app, client, item_id):
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods:
             continue
-        path = concrete_path(app, rule)
-        if rule.endpoint == "main.useritem":
-            path = f"/useritems/{item_id}"
-        elif rule.endpoint == "bootstrap.static":
+        path = concrete_path(app, rule, item_id=item_id)
+        if rule.endpoint == "bootstrap.static":
             path = "/bootstrap/static/css/bootstrap.min.css"
         elif rule.endpoint == "vendor_jquery.static":
             path = "/static/vendor/jquery/jquery.min.js"
