@@ -137,3 +137,36 @@ def test_session_reused_from_another_browser_is_signed_out(app, client):
                 headers={"User-Agent": "Browser A"})
     assert client.get("/user/alice", headers={"User-Agent": "Browser A"}).status_code == 200
     assert client.get("/user/alice", headers={"User-Agent": "Browser B"}).status_code == 302
+
+
+# --- signed out ----------------------------------------------------------------------------------
+
+XHR = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json, text/javascript, */*; q=0.01"}
+
+
+def test_signed_out_json_clients_get_a_json_401(app, client):
+    for path in ["/notifications?since=0", "/useritems?after=0", "/polling_pubsub"]:
+        response = client.get(path, headers=XHR)
+        assert response.status_code == 401, path
+        assert response.is_json and response.get_json()["status"] == "error"
+
+
+def test_signed_out_browsers_are_sent_to_sign_in_and_back(app, client):
+    create_user(app, "alice")
+    response = client.get("/user/alice")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/index?next=%2Fuser%2Falice"
+    token = csrf_token_from(client)
+    signed_in = client.post(response.headers["Location"],
+                            data={"username": "alice", "password": TEST_PASSWORD, "csrf_token": token})
+    assert signed_in.headers["Location"] == "/user/alice"
+
+
+def test_a_stolen_session_polling_from_another_browser_gets_401(app, client):
+    create_user(app, "alice")
+    client.get("/index", headers={"User-Agent": "Browser A"})
+    token = csrf_token_from(client)
+    client.post("/index", data={"username": "alice", "password": TEST_PASSWORD, "csrf_token": token},
+                headers={"User-Agent": "Browser A"})
+    assert client.get("/notifications?since=0", headers={**XHR, "User-Agent": "Browser A"}).status_code == 200
+    assert client.get("/notifications?since=0", headers={**XHR, "User-Agent": "Browser B"}).status_code == 401

@@ -2,12 +2,13 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_url, login_user, logout_user
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth import bp
 from app.auth.forms import ChangePasswordForm, LoginForm
-from app.extensions import db, limiter
+from app.errors.handlers import error_response, wants_json_response
+from app.extensions import db, limiter, login
 from app.models import User, as_utc, utcnow
 from app.security import (
     SIGN_IN_LIMIT_MESSAGE,
@@ -35,6 +36,15 @@ def safe_next_url(target: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return target
+
+
+@login.unauthorized_handler
+def unauthorized():
+    """JSON clients (the live page's polls) get a JSON 401; browsers go to the sign-in form."""
+    if wants_json_response():
+        return error_response(401, "You are signed out. Sign in again to continue.")
+    flash(login.login_message, login.login_message_category)
+    return redirect(login_url(login.login_view, next_url=request.url))
 
 
 @bp.before_app_request
