@@ -79,6 +79,11 @@ def resume_task(task: Task, reason: str) -> Task | None:
         db.session.rollback()
         return None
     db.session.commit()
+    try:
+        # So that rq's own abandoned-job handling cannot run the old job again later.
+        Job.fetch(task.id, connection=current_app.redis).delete()
+    except NoSuchJobError:
+        pass
     user = db.session.get(User, task.user_id)
     try:
         replacement = user.launch_task(POLLING_TASK, task.description or "Polling", task.subscription)
@@ -86,9 +91,13 @@ def resume_task(task: Task, reason: str) -> Task | None:
         # The user (or another worker) started polling this subscription in the meantime.
         db.session.rollback()
         return None
-    from app.pubsub.poller import post_progress
-
-    post_progress(replacement.id, RESUMED_STAGE, None, 0)
+    # Posted here rather than through app.pubsub: the worker's main process must not load gRPC
+    # before it forks the work horse.
+    user.add_notification("task_progress", {
+        "task_id": replacement.id, "description": replacement.description,
+        "subscription": replacement.subscription, "progress": RESUMED_STAGE, "mode": None, "stored_count": 0,
+    })
+    db.session.commit()
     log.warning("Task %s (%s, user %s): %s; resumed as task %s",
                 task.id, task.subscription, task.user_id, reason, replacement.id)
     return replacement

@@ -232,8 +232,8 @@ def test_task_left_in_progress_without_a_job_is_resumed_within_60s(
     with app.app_context():
         old = db.session.get(Task, "stale-task-0001")
         assert old.complete and "stopped" in old.last_error
-    stages = [n["data"]["progress"] for n in client.get("/notifications").get_json()]
-    assert RESUMED_STAGE in stages
+    wait_until(lambda: RESUMED_STAGE in [n["data"]["progress"] for n in client.get("/notifications").get_json()],
+               10, message="the resumption to be announced")
     # and the resumed task really polls
     SequencePublisher(pubsub_names["topic_path"], 20, rate=1000).run()
     wait_until_stored(app, 20, 30)
