@@ -16,7 +16,7 @@ ALICE_SUBSCRIPTION = "alice-subscription"
 # test_every_endpoint_is_classified until it is added here and tested below.
 PUBLIC_ENDPOINTS = {"static", "bootstrap.static", "vendor_jquery.static", "auth.index", "auth.logout",
                     "main.pygments_css"}
-OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.notifications",
+OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.useritem_data", "main.notifications",
                           "main.polling_status", "main.polling_pubsub", "auth.change_password"}
 
 
@@ -65,6 +65,7 @@ def test_alice_sees_her_own_data_through_every_endpoint(app, client, auth, alice
     assert alice_data["item_id"] in client.get("/useritems?after=0").get_json()["ids"]
     detail = client.get(f"/useritems/{alice_data['item_id']}").get_data(as_text=True)
     assert SECRET_DATA in detail and SECRET_ATTRIBUTE in detail
+    assert SECRET_DATA in client.get(f"/useritems/{alice_data['item_id']}/data").get_data(as_text=True)
     assert SECRET_DATA in client.get("/notifications?since=0").get_data(as_text=True)
     status = client.get("/polling_pubsub", query_string={"subscription": ALICE_SUBSCRIPTION}).get_json()
     assert status["task_id"] == alice_data["task_id"]
@@ -87,11 +88,12 @@ def test_bob_cannot_read_alices_page_or_item_list(app, client, auth, alice_data)
     assert SECRET_DATA not in client.get("/user/bob").get_data(as_text=True)
 
 
-def test_bob_cannot_read_alices_item_detail(app, client, auth, alice_data):
+@pytest.mark.parametrize("suffix", ["", "/data"])
+def test_bob_cannot_read_alices_item_detail_or_download_it(app, client, auth, alice_data, suffix):
     create_user(app, "bob")
     auth.login("bob")
     for accept in ("text/html", "application/json"):
-        response = client.get(f"/useritems/{alice_data['item_id']}", headers={"Accept": accept})
+        response = client.get(f"/useritems/{alice_data['item_id']}{suffix}", headers={"Accept": accept})
         assert response.status_code == 404  # the same answer as for an id that does not exist
         body = response.get_data(as_text=True)
         assert SECRET_DATA not in body and SECRET_ATTRIBUTE not in body
@@ -163,3 +165,4 @@ def test_admin_may_view_alices_page_and_items(app, client, auth, alice_data):
     listed = client.get("/useritems", query_string={"user": "alice", "after": 0}).get_json()
     assert alice_data["item_id"] in listed["ids"]
     assert client.get(f"/useritems/{alice_data['item_id']}").status_code == 200
+    assert client.get(f"/useritems/{alice_data['item_id']}/data").status_code == 200
