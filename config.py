@@ -1,6 +1,7 @@
 """Configuration: the one place that reads the environment."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -71,3 +72,7 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
+    # Flask-Login's default is a year; a stolen remember-me cookie should not live that long.
+    REMEMBER_COOKIE_DURATION = timedelta(days=30)
+    # No request the app expects comes near this (forms and small JSON); bigger bodies get 413.
+    MAX_CONTENT_LENGTH = 1024 * 1024

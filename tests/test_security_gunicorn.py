@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 
+from app.extensions import db
+from app.models import Notification, Task
 from helpers.services import free_port, stop_process, wait_for_port
 from tests.conftest import ROOT, create_user, service_env, wait_until
 from tests.test_security_secrets import FAKE_PRIVATE_KEY, fake_service_account
@@ -200,3 +203,10 @@ def test_full_journey_leaves_no_password_or_private_key_in_the_logs(app, gunicor
             assert secret not in text, f"{name} log contains a secret: {secret[:12]}..."
     shown_to_user = json.dumps(failures)
     assert not any(line in shown_to_user for line in key_lines)
+    with app.app_context():
+        stored = [note.payload_json for note in db.session.scalars(sa.select(Notification))]
+        stored += [task.last_error or "" for task in db.session.scalars(sa.select(Task))]
+    assert stored
+    for text in stored:
+        for secret in [password, new_password, *key_lines]:
+            assert secret not in text, f"a notification or task error holds a secret: {secret[:12]}..."

@@ -170,3 +170,28 @@ def test_a_stolen_session_polling_from_another_browser_gets_401(app, client):
                 headers={"User-Agent": "Browser A"})
     assert client.get("/notifications?since=0", headers={**XHR, "User-Agent": "Browser A"}).status_code == 200
     assert client.get("/notifications?since=0", headers={**XHR, "User-Agent": "Browser B"}).status_code == 401
+
+
+def test_remember_me_cookie_lasts_at_most_thirty_days(app, client):
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    create_user(app, "alice")
+    response = sign_in(client, "alice", TEST_PASSWORD, remember_me="y")
+    header = next(value for value in response.headers.getlist("Set-Cookie") if value.startswith("remember_token="))
+    expires = SimpleCookie(header)["remember_token"]["expires"]
+    lifetime = parsedate_to_datetime(expires) - datetime.now(UTC)
+    assert 29 <= lifetime.days <= 30
+
+
+def test_oversized_request_bodies_are_refused(app, client, auth):
+    create_user(app, "alice")
+    auth.login()
+    token = auth.csrf_token("/user/alice")
+    huge = "x" * (2 * 1024 * 1024)
+    response = client.post("/change_password", headers={"X-CSRFToken": token, "Accept": "application/json"},
+                           data={"current_password": TEST_PASSWORD, "new_password": huge, "confirm_password": huge})
+    assert response.status_code == 413
+    assert response.get_json()["status"] == "error"
+    client.get("/logout")
+    assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302  # the password did not change
