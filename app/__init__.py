@@ -54,7 +54,9 @@ def create_app(config_class: type = Config) -> Flask:
             "SECRET_KEY is not set. Set SECRET_KEY to a long random value "
             "(or FLASK_DEBUG=1 for local development) before starting the app."
         )
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    # Heroku's router sets X-Forwarded-For and -Proto and keeps the Host header; it does not
+    # set X-Forwarded-Host, so a value there would come from the client and is not trusted.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
 
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)

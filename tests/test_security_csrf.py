@@ -209,3 +209,17 @@ def test_every_state_changing_endpoint_refuses_a_request_without_csrf_token(app,
             checked.append(f"{method} {rule.rule}")
     assert {"POST /index", "POST /change_password", "POST /polling_pubsub"} <= set(checked)
     assert tasks(app) == []
+
+
+def test_a_forged_x_forwarded_host_cannot_make_a_foreign_referer_pass(app, client):
+    """Over HTTPS Flask-WTF compares the Referer with the host, so the host must not come from the client."""
+    create_user(app, "alice")
+    token = csrf_token_from(client)
+    response = client.post(
+        "/index", data={"username": "alice", "password": TEST_PASSWORD, "csrf_token": token},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
+                 "Referer": "https://evil.example/phish"},
+    )
+    assert response.status_code == 400
+    assert "referrer does not match" in response.get_data(as_text=True)
+    assert client.get("/user/alice").status_code == 302
