@@ -122,8 +122,9 @@ def app(database_url, redis_server):
     yield app
     with app.app_context():
         db.session.remove()
-        if db.engine.dialect.name == "postgresql":
-            tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+        existing = set(sa.inspect(db.engine).get_table_names())
+        if db.engine.dialect.name == "postgresql" and existing:
+            tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables if table.name in existing)
             with db.engine.begin() as connection:
                 connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.engine.dispose()
@@ -215,6 +216,8 @@ def service_env(app, **extra) -> dict[str, str]:
             "SECRET_KEY": app.config["SECRET_KEY"],
             "LOG_TO_STDOUT": "1",
             "PYTHONUNBUFFERED": "1",
+            # Commands run through the shell (Procfile entries) find the venv's flask, gunicorn and rq.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )
     if app.config.get("PUBSUB_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST"):
