@@ -209,3 +209,15 @@ def test_data_download_of_another_users_item_is_404(app, client, auth):
     item_id = store_item(app, bob, "bob's data")
     auth.login("alice")
     assert client.get(f"/useritems/{item_id}/data").status_code == 404
+
+
+def test_admin_sees_another_users_messages_read_only(app, client, auth):
+    bob = create_user(app, "bob")
+    create_user(app, "root", is_admin=True)
+    bob_item = store_item(app, bob, {"owner": "bob"})
+    auth.login("root")
+    html = client.get("/user/bob").get_data(as_text=True)
+    assert f'id="item-{bob_item}"' in html
+    assert 'data-owner="bob"' in html and 'data-own-page="false"' in html
+    # Polling and passwords are the owner's business: no button, no form.
+    assert 'id="pollnav"' not in html and 'id="changepwd"' not in html
