@@ -13,9 +13,14 @@ import sqlalchemy.orm as so
 from flask import current_app
 from flask_login import UserMixin
 from redis import RedisError
+from rq import Retry
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, login
+
+# How often, and after how long, rq runs a job again whose worker died or restarted.
+TASK_RESUME_LIMIT = 10_000
+TASK_RESUME_INTERVALS = [5, 30, 60]
 
 
 def utcnow() -> datetime:
@@ -85,6 +90,9 @@ class User(UserMixin, db.Model):
             current_app.task_queue.enqueue(
                 f"app.tasks.{name}", self.id, subscription, *args,
                 job_id=task.id, job_timeout=-1, result_ttl=3600, failure_ttl=86400,
+                # A worker that dies or restarts (Heroku restarts every dyno daily) fails the
+                # job; rq then queues it again and polling resumes on the same Task.
+                retry=Retry(max=TASK_RESUME_LIMIT, interval=TASK_RESUME_INTERVALS),
             )
         except RedisError as error:
             task.complete = True

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +17,7 @@ from rq.job import Job
 
 from app.extensions import db
 from app.models import Task, UserItem
-from tests.conftest import ROOT, TEST_PROJECT, create_user, service_env, wait_until
+from tests.conftest import ROOT, TEST_PROJECT, WorkerProcess, create_user, service_env, wait_until
 
 MODES = ["batch", "streaming"]
 
@@ -146,3 +149,72 @@ def test_missing_credentials_end_the_task_with_the_cause(app, client, auth, work
         app, client, auth, worker, "monitor-sub", "no Google Cloud credentials"
     )
     assert failed["mode"] == "streaming"
+
+
+class RestartableWorker(WorkerProcess):
+    """An `rq worker` of a given class, which can be sent Heroku's restart signal (SIGTERM to every process)."""
+
+    def __init__(self, app, log_path, worker_class: str, **env):
+        super().__init__(app, log_path, **env)
+        self.worker_class = worker_class
+
+    def start(self) -> RestartableWorker:
+        rq_command = str(Path(sys.executable).with_name("rq"))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [rq_command, "worker", "-u", self.env["REDIS_URL"], "-w", self.worker_class, "--with-scheduler",
+                 self.queue],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def restart_signal(self) -> None:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        for pid in [self.process.pid, *map(int, children)]:
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("worker_class", ["rq.worker.Worker", "rq.worker.HerokuWorker"])
+def test_polling_resumes_by_itself_after_a_worker_restart(
+    app, client, auth, emulator, pubsub_names, tmp_path, require_postgres, worker_class
+):
+    create_user(app, "alice")
+    auth.login()
+    workers = []
+
+    def start_worker() -> RestartableWorker:
+        worker = RestartableWorker(app, tmp_path / f"worker-{len(workers)}.log", worker_class,
+                                   PUBSUB_PULL_MODE="batch").start()
+        workers.append(worker)
+        return worker
+
+    try:
+        first = start_worker()
+        response = post_polling(client, auth, "start", pubsub_names["subscription"])
+        task_id = response.get_json()["task_id"]
+        published = publish_with_helper(app, pubsub_names["topic"], 200)
+        wait_until(lambda: item_count(app) >= 200, 60, message=f"200 stored; worker log:\n{first.log()}")
+
+        first.restart_signal()
+        first.process.wait(60)
+        with app.app_context():
+            assert not db.session.get(Task, task_id).complete
+        assert job_status(app, task_id) in {"scheduled", "queued"}, first.log()
+
+        published |= publish_with_helper(app, pubsub_names["topic"], 200)
+        second = start_worker()
+        wait_until(lambda: item_count(app) >= 400, 90, message=f"400 stored; worker log:\n{second.log()}")
+        response = post_polling(client, auth, "stop", pubsub_names["subscription"])
+        assert response.get_json()["status"] == "terminated"
+        wait_until(lambda: job_status(app, task_id) == "finished", 15, message="the resumed job to finish")
+        items = stored_items(app)
+        assert {item.message_id: item.data for item in items} == published
+        assert len(items) == 400
+        progress = [n["progress"] for n in progress_notifications(client)]
+        assert progress[-1] == "Finished" and progress.count("Polling") >= 2
+        if worker_class.endswith("HerokuWorker"):
+            # Heroku's worker gives the job notice, so it says goodbye before the restart.
+            assert "Reconnecting" in progress
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from rq.exceptions import ShutDownImminentException
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
@@ -258,15 +260,23 @@ def run_polling_task(task_id: str) -> str:
         log.error("Task %s failed: %s", task_id, reason)
         end_task(task_id, f"Failed: {reason}", mode, error=reason)
         return f"Failed: {reason}"
+    except ShutDownImminentException:
+        # The worker is restarting (Heroku's daily restart, a deploy). What was received has been
+        # written and acked on the way out; rq runs the job again and polling resumes.
+        log.warning("Task %s: the worker is shutting down; polling resumes when the job is retried", task_id)
+        with suppress(SQLAlchemyError):
+            post_progress(task_id, "Reconnecting", mode)
+        raise
     except Exception as error:
-        # The process boundary: whatever went wrong, the user sees it and the task ends.
+        # The process boundary: whatever went wrong, the user sees it and the task ends. The job
+        # returns normally, so rq does not run it again: no crash loop.
         log.exception("Task %s crashed", task_id)
         reason = f"internal error ({error.__class__.__name__})"
         try:
             end_task(task_id, f"Failed: {reason}", mode, error=f"{error.__class__.__name__}: {error}")
         except SQLAlchemyError:
             log.exception("Task %s: could not record the failure", task_id)
-        raise
+        return f"Failed: {reason}"
     log.info("Task %s finished after storing %d new messages", task_id, stored)
     end_task(task_id, "Finished", mode)
     return "Finished"

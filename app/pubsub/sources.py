@@ -103,6 +103,9 @@ class PullSource:
         self._stopping = threading.Event()
         self._puller: threading.Thread | None = None
         self._leaser: threading.Thread | None = None
+        # Acks go out from their own thread, so the next batch is written while the last is acked.
+        self._acks: queue.Queue[Batch | None] = queue.Queue(maxsize=4)
+        self._acker: threading.Thread | None = None
 
     # -- life cycle --
     def open(self) -> None:
@@ -112,6 +115,9 @@ class PullSource:
         if self._leaser is None or not self._leaser.is_alive():
             self._leaser = threading.Thread(target=self._lease_loop, name="pubsub-leaser", daemon=True)
             self._leaser.start()
+        if self._acker is None or not self._acker.is_alive():
+            self._acker = threading.Thread(target=self._ack_loop, name="pubsub-acker", daemon=True)
+            self._acker.start()
 
     def reconnect(self) -> None:
         if self._puller is not None:
@@ -134,6 +140,9 @@ class PullSource:
                 break
             if isinstance(item, Batch):
                 self.nack(item)
+        if self._acker is not None and self._acker.is_alive():
+            self._acks.put(None)
+            self._acker.join(timeout=30)
 
     # -- receiving --
     def check(self) -> None:
@@ -223,14 +232,20 @@ class PullSource:
 
     # -- settling --
     def ack(self, batch: Batch) -> None:
-        self._release(batch)
-        for start in range(0, len(batch.handles), 1000):
-            try:
-                self.client.acknowledge(subscription=self.subscription_path,
-                                        ack_ids=batch.handles[start : start + 1000])
-            except api_exceptions.GoogleAPICallError as error:
-                # A lost ack means a redelivery, which the unique key absorbs.
-                log.warning("acknowledge failed (the messages will be redelivered and stored once): %s", error)
+        """Hand a committed batch to the acker thread (which waits while four acks are queued)."""
+        self._acks.put(batch)
+
+    def _ack_loop(self) -> None:
+        while (batch := self._acks.get()) is not None:
+            for start in range(0, len(batch.handles), 1000):
+                try:
+                    self.client.acknowledge(subscription=self.subscription_path,
+                                            ack_ids=batch.handles[start : start + 1000])
+                except api_exceptions.GoogleAPICallError as error:
+                    # A lost ack means a redelivery, which the unique key absorbs.
+                    log.warning("acknowledge failed (the messages will be redelivered and stored once): %s", error)
+            # Leases are kept alive until the ack has gone out.
+            self._release(batch)
 
     def nack(self, batch: Batch) -> None:
         self._release(batch)
