@@ -65,7 +65,7 @@ def job_is_alive(task: Task, redis: Redis, now: datetime) -> bool:
     if _recent(task.heartbeat_at, now):
         return True
     # Launched a moment ago and not yet heartbeating: give the job time to start.
-    return task.heartbeat_at is None and _recent(task.started_at, now) and status is None
+    return task.heartbeat_at is None and _recent(task.started_at, now)
 
 
 def resume_task(task: Task, reason: str) -> Task | None:
