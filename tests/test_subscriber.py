@@ -392,3 +392,49 @@ def test_missing_credentials_fail_with_the_cause(app, monkeypatch, tmp_path):
     assert outcome.startswith("Failed: no Google Cloud credentials")
     assert data["progress"] == outcome and data["mode"] == "streaming"
 
+
+
+def test_batch_mode_reconnects_with_backoff_when_pubsub_goes_away(app, tmp_path, require_postgres):
+    import grpc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    from helpers.services import PubSubEmulator
+
+    private = PubSubEmulator(log_path=str(tmp_path / "emulator.log")).start()
+
+    def create_names():
+        """Create the topic and subscription on the private emulator; return a publisher for it."""
+        channel = grpc.insecure_channel(private.host)
+        publisher_client = pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+        publisher_client.create_topic(name=names["topic_path"])
+        client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": private.host})
+        client.create_subscription(name=names["subscription_path"], topic=names["topic_path"])
+        client.close()
+        return publisher_client
+
+    names = {"topic": "topic-reconnect", "subscription": "sub-reconnect",
+             "topic_path": f"projects/{TEST_PROJECT}/topics/topic-reconnect",
+             "subscription_path": f"projects/{TEST_PROJECT}/subscriptions/sub-reconnect"}
+    try:
+        publisher_client = create_names()
+        observed = Observed(app)
+        poller = RunningPoller(app, private, "batch", names, observed=observed).start()
+        publisher_client.publish(names["topic_path"], b'{"before": true}').result(timeout=30)
+        wait_until(lambda: poller.count() == 1, 30, message="the first message stored")
+
+        private.stop()
+        wait_until(lambda: any(n["progress"] == "Reconnecting" for n in poller.progress()), 30,
+                   message="a Reconnecting notification")
+        private.start()
+        publisher_client = create_names()  # the emulator keeps nothing across a restart
+        publisher_client.publish(names["topic_path"], b'{"after": true}').result(timeout=30)
+        # A restarted emulator numbers messages from 1 again, so this one is acked but, having the
+        # same message id as the first, not stored twice.
+        wait_until(lambda: len(observed.acked) == 2, 120, message="the message published after the outage")
+        wait_until(lambda: poller.progress()[-1]["progress"] == "Polling", 15, message="Polling again")
+        poller.stop()
+        progress = [n["progress"] for n in poller.progress()]
+        assert not any(stage.startswith("Failed") for stage in progress)
+    finally:
+        private.stop()

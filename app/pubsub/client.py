@@ -17,7 +17,12 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransp
 
 SCOPES = ["https://www.googleapis.com/auth/pubsub"]
 # A Pub/Sub message may be 10 MB; gRPC's default receive limit is 4 MB.
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # After an outage, try the emulator again within seconds (gRPC's default waits up to 2 minutes).
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
 PULL_MODES = ("batch", "streaming")
 
 

@@ -114,6 +114,7 @@ class Poller:
                     continue
                 if connect_failures:
                     connect_failures = 0
+                    self.report("Polling")
                 if not self.store(batch):
                     pause_until = self.clock() + backoff_seconds(self.write_failures)
         finally:
