@@ -83,6 +83,18 @@ def app_with_credentials(database_url, redis_server):
     app.redis.close()
 
 
+@pytest.fixture(autouse=True)
+def loggers_enabled():
+    """Alembic's fileConfig, run in-process by the migration tests, disables every existing logger."""
+    disabled = [logger for logger in logging.root.manager.loggerDict.values()
+                if isinstance(logger, logging.Logger) and logger.disabled]
+    for logger in disabled:
+        logger.disabled = False
+    yield
+    for logger in disabled:
+        logger.disabled = True
+
+
 def logged_text(caplog) -> str:
     return caplog.text + "".join(record.getMessage() for record in caplog.records)
 
