@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -11,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from redis import RedisError
 from rq.exceptions import ShutDownImminentException
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,6 +21,7 @@ from app.models import Task, User
 from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
 from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
+from app.resume import mark_alive
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ MAX_BACKOFF_SECONDS = 30.0
 
 class PollingFailed(RuntimeError):
     """Polling cannot go on; the message is the reason shown to the user."""
+
+
+class WorkerGone(RuntimeError):
+    """The worker that started this work horse has died; polling must stop here and resume elsewhere."""
 
 
 def backoff_seconds(failures: int, first: float = 1.0, limit: float = MAX_BACKOFF_SECONDS) -> float:
@@ -62,6 +69,9 @@ class Poller:
         self.stored_count = task.stored_count or 0
         db.session.rollback()
         self.write_failures = 0
+        # rq's work horse is a child of the worker; if the worker dies, the horse must not poll on as
+        # an orphan while rq and app.resume start the task again elsewhere.
+        self.worker_pid = os.getppid()
         self.reported_count = -1
         self.stage = ""
 
@@ -81,6 +91,8 @@ class Poller:
             while True:
                 now = self.clock()
                 if now >= next_stop_check:
+                    if os.getppid() != self.worker_pid:
+                        raise WorkerGone(f"worker process {self.worker_pid} is gone")
                     if self.stop_requested():
                         break
                     next_stop_check = now + STOP_CHECK_SECONDS
@@ -170,6 +182,11 @@ class Poller:
         return complete is None or bool(complete)
 
     def heartbeat(self) -> None:
+        """Prove this job alive in Redis and in the database; either one is enough (see app.resume)."""
+        try:
+            mark_alive(current_app.redis, self.task_id)
+        except RedisError as error:
+            log.warning("Task %s: heartbeat in Redis failed (%s)", self.task_id, error.__class__.__name__)
         try:
             db.session.execute(
                 sa.update(Task).where(Task.id == self.task_id).values(heartbeat_at=datetime.now(UTC))
@@ -261,6 +278,13 @@ def run_polling_task(task_id: str) -> str:
         log.error("Task %s failed: %s", task_id, reason)
         end_task(task_id, f"Failed: {reason}", mode, error=reason)
         return f"Failed: {reason}"
+    except WorkerGone as error:
+        # Received messages were written and acked on the way out. The Task stays in progress; a
+        # live worker resumes it once its heartbeat goes stale (app.resume).
+        log.warning("Task %s: %s; stopping so that a live worker resumes polling", task_id, error)
+        with suppress(SQLAlchemyError):
+            post_progress(task_id, "Reconnecting", mode)
+        return "Interrupted"
     except ShutDownImminentException:
         # The worker is restarting (Heroku's daily restart, a deploy). What was received has been
         # written and acked on the way out; rq runs the job again and polling resumes.
