@@ -114,6 +114,28 @@ def test_redelivered_message_is_stored_once(app):
         assert db.session.get(Task, task_id).heartbeat_at is not None
 
 
+def test_writer_keeps_tabs_newlines_backslashes_and_bytes_exact(app):
+    from datetime import UTC, datetime
+
+    user_id, task_id = make_task(app, "sub-a")
+    text = 'tab\there\nnew line\r\\N back\\slash "quoted" \\x00 é ✓'
+    raw = bytes(range(256)) + b"\\\t\n"
+    published = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [
+        sample_row(user_id, "1") | {"data_text": text, "is_json": False, "ordering_key": "key\t1",
+                                    "attributes_json": json.dumps({"a\tb": "c\\d"}), "publish_time": published,
+                                    "delivery_attempt": 3},
+        sample_row(user_id, "2") | {"data_text": None, "data_bytes": raw, "is_json": False, "size": len(raw)},
+    ]
+    with app.app_context():
+        assert BatchWriter(db.engine, user_id, task_id).write(rows) == 2
+        first, second = db.session.scalars(sa.select(UserItem).order_by(UserItem.message_id)).all()
+        assert first.data_text == text and first.ordering_key == "key\t1" and first.delivery_attempt == 3
+        assert first.attributes == {"a\tb": "c\\d"}
+        assert first.publish_time.replace(tzinfo=first.publish_time.tzinfo or UTC) == published
+        assert second.data_bytes == raw and second.data_text is None and second.size == len(raw)
+
+
 def test_same_message_id_on_another_subscription_is_another_message(app):
     user_id, task_id = make_task(app, "sub-a")
     with app.app_context():

@@ -20,12 +20,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def is_json_text(text: str) -> bool:
     """Whether the text is one strict JSON document (NaN and Infinity are not JSON)."""
-    if not text.strip():
+    if not text or text.isspace():
         return False
     try:
-        json.loads(text, parse_constant=_reject_constant)
+        _STRICT_JSON.decode(text)
     except (ValueError, RecursionError):
         return False
     return True

@@ -84,7 +84,7 @@ class PullSource:
         subscription: str,
         max_messages: int = 1000,
         pull_timeout: float = 10.0,
-        prefetch: int = 1,
+        prefetch: int = 4,
         extend_after: float = 5.0,
         extension_seconds: int = 60,
     ):
@@ -96,15 +96,17 @@ class PullSource:
         self.pull_timeout = pull_timeout
         self.extend_after = extend_after
         self.extension_seconds = extension_seconds
-        # Memory is bounded by the batch size: one batch being written, `prefetch` waiting.
+        # Memory is bounded by the batch size: `prefetch` pulls waiting, one write, two acks in flight.
+        # (A pull response is at most 1,000 messages and about 10 MB.)
         self._ready: queue.Queue[Batch | SourceError] = queue.Queue(maxsize=prefetch)
+        self._pending_error: SourceError | None = None
         self._held: dict[int, tuple[Batch, float]] = {}
         self._held_lock = threading.Lock()
         self._stopping = threading.Event()
         self._puller: threading.Thread | None = None
         self._leaser: threading.Thread | None = None
         # Acks go out from their own thread, so the next batch is written while the last is acked.
-        self._acks: queue.Queue[Batch | None] = queue.Queue(maxsize=4)
+        self._acks: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self._acker: threading.Thread | None = None
 
     # -- life cycle --
@@ -149,13 +151,41 @@ class PullSource:
         """Nothing to check: pull errors arrive through receive()."""
 
     def receive(self, timeout: float) -> Batch | None:
+        """The pulled messages waiting, merged into one batch of up to `max_messages`.
+
+        A pull often returns far fewer than asked for; writing what several pulls
+        returned in one transaction keeps the per-transaction cost off each message.
+        """
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
         try:
             item = self._ready.get(timeout=timeout) if timeout > 0 else self._ready.get_nowait()
         except queue.Empty:
             return None
         if isinstance(item, SourceError):
             raise item
-        return item
+        batches = [item]
+        size = len(item.rows)
+        while size < self.max_messages:
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, SourceError):
+                self._pending_error = item
+                break
+            batches.append(item)
+            size += len(item.rows)
+        return self._merge(batches) if len(batches) > 1 else batches[0]
+
+    def _merge(self, batches: list[Batch]) -> Batch:
+        merged = Batch(rows=[row for batch in batches for row in batch.rows],
+                       handles=[handle for batch in batches for handle in batch.handles])
+        with self._held_lock:
+            since = min(self._held.pop(id(batch), (batch, time.monotonic()))[1] for batch in batches)
+            self._held[id(merged)] = (merged, since)
+        return merged
 
     def _pull_loop(self) -> None:
         request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
@@ -232,7 +262,7 @@ class PullSource:
 
     # -- settling --
     def ack(self, batch: Batch) -> None:
-        """Hand a committed batch to the acker thread (which waits while four acks are queued)."""
+        """Hand a committed batch to the acker thread (waiting while two acks are queued)."""
         self._acks.put(batch)
 
     def _ack_loop(self) -> None:

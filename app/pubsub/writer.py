@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -11,9 +13,60 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import Task, UserItem
 
+COLUMNS = [
+    "user_id", "subscription", "message_id", "publish_time", "received_at", "data_text", "data_bytes",
+    "is_json", "attributes_json", "ordering_key", "delivery_attempt", "size",
+]
+STAGE_TABLE = "user_item_stage"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
+
+
+def _number(value: int | None) -> str:
+    return "\\N" if value is None else str(value)
+
+
+def _time(value: datetime | None) -> str:
+    return "\\N" if value is None else value.isoformat()
+
+
+def _bytes(value: bytes | None) -> str:
+    return "\\N" if value is None else "\\\\x" + value.hex()
+
+
+def _bool(value: bool) -> str:
+    return "t" if value else "f"
+
+
+# How each column is written in PostgreSQL's COPY text format, in COLUMNS order.
+_COPY_FORMATS = {
+    "user_id": _number, "subscription": _text, "message_id": _text, "publish_time": _time,
+    "received_at": _time, "data_text": _text, "data_bytes": _bytes, "is_json": _bool,
+    "attributes_json": _text, "ordering_key": _text, "delivery_attempt": _number, "size": _number,
+}
+
+
+_COPY_PLAN = [(name, _COPY_FORMATS[name]) for name in COLUMNS]
+
+
+def copy_line(row: dict[str, Any]) -> str:
+    """One row in PostgreSQL's COPY text format."""
+    return "\t".join([write(row[name]) for name, write in _COPY_PLAN]) + "\n"
+
 
 class BatchWriter:
-    """Stores rows for one user's task; a redelivered (subscription, message_id) is stored once."""
+    """Stores rows for one user's task; a redelivered (subscription, message_id) is stored once.
+
+    On PostgreSQL a batch is COPYed into a temporary table and moved over with
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING, about twice as fast as a
+    multi-row VALUES insert; SQLite takes the INSERT ... ON CONFLICT DO NOTHING directly.
+    """
 
     def __init__(self, engine: sa.Engine, user_id: int, task_id: str | None = None):
         self.engine = engine
@@ -21,16 +74,22 @@ class BatchWriter:
         self.task_id = task_id
         table = UserItem.__table__
         dialect = engine.dialect.name
-        if dialect == "postgresql":
-            insert = postgresql.insert(table)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(table)
-        else:
+        if dialect not in ("postgresql", "sqlite"):
             raise RuntimeError(f"unsupported database {dialect!r}: use PostgreSQL or SQLite")
         self.is_postgresql = dialect == "postgresql"
-        self.insert = insert.on_conflict_do_nothing(index_elements=["subscription", "message_id"]).returning(
-            table.c.id
-        )
+        if self.is_postgresql:
+            stage = sa.table(STAGE_TABLE, *(sa.column(name) for name in COLUMNS))
+            self.insert = postgresql.insert(table).from_select(COLUMNS, sa.select(stage)).on_conflict_do_nothing(
+                index_elements=["subscription", "message_id"]
+            )
+            self.create_stage = sa.text(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ON COMMIT DELETE ROWS AS "
+                f"SELECT {', '.join(COLUMNS)} FROM {table.name} WITH NO DATA"
+            )
+        else:
+            self.insert = sqlite.insert(table).on_conflict_do_nothing(
+                index_elements=["subscription", "message_id"]
+            ).returning(table.c.id)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert the rows in one transaction and return how many were new. Raises SQLAlchemyError on failure."""
@@ -38,10 +97,9 @@ class BatchWriter:
             return 0
         with self.engine.begin() as connection:
             if self.is_postgresql:
-                # Serialise a user's batches so their item ids commit in id order: the page's
-                # `after=<id>` cursor must never miss a lower id that commits late.
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
-            inserted = len(connection.execute(self.insert, list(rows)).all())
+                inserted = self._write_postgresql(connection, rows)
+            else:
+                inserted = len(connection.execute(self.insert, list(rows)).all())
             if self.task_id is not None:
                 connection.execute(
                     sa.update(Task)
@@ -49,3 +107,21 @@ class BatchWriter:
                     .values(stored_count=Task.stored_count + inserted, heartbeat_at=datetime.now(UTC))
                 )
         return inserted
+
+    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+        # Serialise a user's batches so their item ids commit in id order: the page's
+        # `after=<id>` cursor must never miss a lower id that commits late.
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
+        connection_info = connection.connection.info
+        if not connection_info.get(STAGE_TABLE):
+            connection.execute(self.create_stage)
+            connection_info[STAGE_TABLE] = True
+        buffer = io.StringIO()
+        buffer.writelines(copy_line(row) for row in rows)
+        buffer.seek(0)
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", buffer)
+        finally:
+            cursor.close()
+        return connection.execute(self.insert).rowcount
