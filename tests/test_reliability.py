@@ -150,9 +150,10 @@ def _kill_mid_stream(app, pubsub_names, worker_factory, kill) -> dict:
     publisher = SequencePublisher(pubsub_names["topic_path"], total, rate=400)
     publisher.start()
     wait_until_stored(app, total // 2, 90)
-    before = stored_count(app)
+    at_kill = stored_count(app)
     kill(first)
     killed_at = time.monotonic()
+    before = stored_count(app)  # the old worker is gone: whatever is stored from now on, the new one stored
     publisher.finish()
     second = worker_factory()
     second_started = time.monotonic()
@@ -164,7 +165,8 @@ def _kill_mid_stream(app, pubsub_names, worker_factory, kill) -> dict:
     assert RESUMED_STAGE in progress_stages(app, user_id)
     assert len(active_tasks(app)) == 1
     second.stop()
-    return {"published": total, "stored": stored_count(app), "stored_before_kill": before,
+    return {"published": total, "stored": stored_count(app), "stored_at_kill": at_kill,
+            "stored_when_old_worker_gone": before,
             "seconds_to_resume": round(resumed_after, 1), "seconds_since_kill": round(time.monotonic() - killed_at)}
 
 

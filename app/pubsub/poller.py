@@ -21,7 +21,7 @@ from app.models import Task, User
 from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
 from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
-from app.resume import mark_alive
+from app.resume import RESUMED_STAGE, mark_alive
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class Poller:
         self.subscription = task.subscription or ""
         self.description = task.description or f"Polling subscription {self.subscription}"
         self.stored_count = task.stored_count or 0
+        # A Task that has heartbeated before is being run again: rq retried it after a restart.
+        self.resumed = task.heartbeat_at is not None
         db.session.rollback()
         self.write_failures = 0
         # rq's work horse is a child of the worker; if the worker dies, the horse must not poll on as
@@ -80,6 +82,8 @@ class Poller:
         """Poll until a stop is requested; return how many new messages were stored."""
         started_with = self.stored_count
         self.source.open()
+        if self.resumed:
+            self.report(RESUMED_STAGE)
         self.report("Polling")
         now = self.clock()
         next_stop_check = now + STOP_CHECK_SECONDS
