@@ -30,6 +30,7 @@ from app import create_app
 from app.extensions import db
 from app.models import Task, User, UserItem, utcnow
 from app.resume import RESUMED_STAGE
+from config import normalise_database_url
 from helpers.services import RedisServer, free_port, wait_for_port
 from tests.conftest import WorkerProcess, create_user, make_config, wait_until
 
@@ -371,7 +372,7 @@ def own_postgres(require_postgres):
 def test_database_outage_loses_nothing_and_backs_off(
     own_postgres, redis_server, emulator, pubsub_names, tmp_path
 ):
-    app = create_app(make_config(own_postgres.url, redis_server.url))
+    app = create_app(make_config(normalise_database_url(own_postgres.url), redis_server.url))
     with app.app_context():
         db.create_all()
     user_id = create_user(app, "alice")
@@ -416,7 +417,7 @@ def test_redis_restart_loses_nothing_and_status_endpoints_never_500(
     worker = WorkerProcess(app, tmp_path / "worker.log").start()
     try:
         total = 2000
-        assert client.post("/polling_pubsub", data={"action": "start"},
+        assert client.post("/polling_pubsub", data={"action": "start", "subscription": pubsub_names["subscription"]},
                            headers={"X-CSRFToken": token}).status_code == 202
         publisher = SequencePublisher(pubsub_names["topic_path"], total, rate=100)
         publisher.start()
