@@ -47,7 +47,7 @@ class SourceError(RuntimeError):
 def describe_error(error: BaseException, subscription_path: str) -> SourceError:
     """Name the cause in words a user can act on."""
     if isinstance(error, api_exceptions.NotFound):
-        return SourceError(f"subscription {subscription_path} does not exist", retryable=False)
+        return SourceError(f"subscription not found: {subscription_path} does not exist", retryable=False)
     if isinstance(error, api_exceptions.PermissionDenied):
         return SourceError(f"permission denied on subscription {subscription_path}: {error.message}", False)
     if isinstance(error, api_exceptions.Unauthenticated | api_exceptions.Unauthorized):
