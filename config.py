@@ -58,6 +58,8 @@ class Config:
     # counted in Redis so that the limits hold across gunicorn workers.
     SIGN_IN_LIMIT_PER_ADDRESS = os.environ.get("SIGN_IN_LIMIT_PER_ADDRESS") or "10/minute"
     SIGN_IN_LIMIT_PER_USERNAME = os.environ.get("SIGN_IN_LIMIT_PER_USERNAME") or "5/minute"
+    # Wrong current passwords allowed per signed-in user when changing the password.
+    CHANGE_PASSWORD_LIMIT_PER_USER = os.environ.get("CHANGE_PASSWORD_LIMIT_PER_USER") or "5/minute"
     # Storage defaults to REDIS_URL (app.security). A moving window means "in any 60 s",
     # with no burst at a minute's boundary.
     RATELIMIT_STRATEGY = "moving-window"

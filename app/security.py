@@ -18,9 +18,10 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
+from flask_login import current_user
 
 from app.extensions import limiter
 
@@ -49,6 +50,7 @@ SECURITY_HEADERS = {
 STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
 
 SIGN_IN_LIMIT_MESSAGE = "Too many failed sign-in attempts. Wait a minute, then try again."
+WRONG_PASSWORD_LIMIT_MESSAGE = "Too many wrong current passwords. Wait a minute, then try again."
 REDACTED = "[REDACTED]"
 
 
@@ -108,9 +110,23 @@ def is_failed_sign_in(response: Response) -> bool:
     return response.status_code == 401
 
 
-def log_sign_in_limit(request_limit: RequestLimit) -> None:
+def signed_in_user_key() -> str:
+    """The rate-limit key for the signed-in user."""
+    return f"{_limit_namespace()}:user:{current_user.get_id()}"
+
+
+def change_password_limit_per_user() -> str:
+    return current_app.config["CHANGE_PASSWORD_LIMIT_PER_USER"]
+
+
+def is_wrong_current_password(_response: Response) -> bool:
+    """Set by the change-password view, so that a stolen session cannot guess the password quickly."""
+    return bool(g.get("wrong_current_password"))
+
+
+def log_rate_limit(request_limit: RequestLimit) -> None:
     current_app.logger.warning(
-        "Sign-in rate limit %s reached for client %s", request_limit.limit, get_remote_address()
+        "Rate limit %s reached on %s for client %s", request_limit.limit, request.endpoint, get_remote_address()
     )
 
 

@@ -195,3 +195,35 @@ def test_oversized_request_bodies_are_refused(app, client, auth):
     assert response.get_json()["status"] == "error"
     client.get("/logout")
     assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302  # the password did not change
+
+
+# --- guessing the current password from a signed-in session ------------------------------------
+
+
+def change_password(client, token, current, new="a-brand-new-password"):
+    return client.post("/change_password", headers={"X-CSRFToken": token, "X-Requested-With": "XMLHttpRequest"},
+                       data={"current_password": current, "new_password": new, "confirm_password": new})
+
+
+def test_sixth_wrong_current_password_in_a_minute_gets_429(app, client, auth):
+    from app.security import WRONG_PASSWORD_LIMIT_MESSAGE
+
+    create_user(app, "alice")
+    auth.login()
+    token = auth.csrf_token("/user/alice")
+    for attempt in range(5):
+        assert change_password(client, token, f"guess-{attempt}-password").status_code == 400
+    refused = change_password(client, token, TEST_PASSWORD)
+    assert refused.status_code == 429
+    assert refused.get_json()["error"] == WRONG_PASSWORD_LIMIT_MESSAGE
+    client.get("/logout")
+    assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302  # unchanged
+
+
+def test_form_mistakes_do_not_count_against_the_change_password_limit(app, client, auth):
+    create_user(app, "alice")
+    auth.login()
+    token = auth.csrf_token("/user/alice")
+    for _ in range(8):
+        assert change_password(client, token, TEST_PASSWORD, new="short").status_code == 400
+    assert change_password(client, token, TEST_PASSWORD).status_code == 200

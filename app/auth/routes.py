@@ -1,7 +1,7 @@
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import current_app, flash, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_url, login_user, logout_user
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -12,11 +12,15 @@ from app.extensions import db, limiter, login
 from app.models import User, as_utc, utcnow
 from app.security import (
     SIGN_IN_LIMIT_MESSAGE,
+    WRONG_PASSWORD_LIMIT_MESSAGE,
+    change_password_limit_per_user,
     client_address_key,
     is_failed_sign_in,
-    log_sign_in_limit,
+    is_wrong_current_password,
+    log_rate_limit,
     sign_in_limit_per_address,
     sign_in_limit_per_username,
+    signed_in_user_key,
     username_key,
 )
 
@@ -62,7 +66,7 @@ _sign_in_limit_options = {
     "methods": ["POST"],
     "deduct_when": is_failed_sign_in,
     "error_message": SIGN_IN_LIMIT_MESSAGE,
-    "on_breach": log_sign_in_limit,
+    "on_breach": log_rate_limit,
 }
 
 
@@ -88,6 +92,7 @@ def index():
             flash("Invalid username or password.", "danger")
             return render_template("auth/index.html", form=form), 401
         login_user(user, remember=form.remember_me.data)
+        current_app.logger.info("User %s signed in from %s", user.username, request.remote_addr)
         next_url = safe_next_url(request.args.get("next"))
         return redirect(next_url or url_for("main.user", username=user.username))
     return render_template("auth/index.html", form=form)
@@ -102,6 +107,8 @@ def logout():
 
 @bp.route("/change_password", methods=["POST"])
 @login_required
+@limiter.limit(change_password_limit_per_user, key_func=signed_in_user_key, deduct_when=is_wrong_current_password,
+               error_message=WRONG_PASSWORD_LIMIT_MESSAGE, on_breach=log_rate_limit)
 def change_password():
     """Change the signed-in user's password; answers in JSON."""
     form = ChangePasswordForm()
@@ -109,7 +116,10 @@ def change_password():
         errors = [message for messages in form.errors.values() for message in messages]
         return jsonify({"status": "error", "error": " ".join(errors)}), 400
     if not current_user.check_password(form.current_password.data):
+        g.wrong_current_password = True
+        current_app.logger.info("Wrong current password for user %s changing it", current_user.username)
         return jsonify({"status": "error", "error": "The current password is wrong."}), 400
     current_user.set_password(form.new_password.data)
     db.session.commit()
+    current_app.logger.info("User %s changed their password", current_user.username)
     return jsonify({"status": "success", "message": "Password changed."})
