@@ -168,3 +168,23 @@ def test_failed_sign_in_logs_no_unknown_username(app, client, caplog):
     assert "Failed sign-in for an unknown username" in text
     assert "Failed sign-in for user alice" in text
     assert "my-Password-typed-here" not in text and "wrong-password-1" not in text
+
+
+def test_an_unexpected_error_shows_no_secret_on_the_page_or_in_the_log(app_with_credentials, caplog):
+    app = app_with_credentials
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.route("/explode")
+    def explode():
+        raise RuntimeError(f"could not use {json.dumps(fake_service_account())} with password=open-sesame-42")
+
+    with caplog.at_level(logging.INFO):
+        for accept in ("text/html", "application/json"):
+            response = app.test_client().get("/explode", headers={"Accept": accept})
+            assert response.status_code == 500
+            body = response.get_data(as_text=True)
+            assert "open-sesame-42" not in body and "PRIVATE KEY" not in body and "RuntimeError" not in body
+    text = logged_text(caplog)
+    assert "Exception on /explode" in text and "RuntimeError" in text
+    assert "open-sesame-42" not in text
+    assert not any(line in text for line in FAKE_PRIVATE_KEY.splitlines()[1:-1])
