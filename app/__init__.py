@@ -33,6 +33,12 @@ def _enable_sqlite_wal(app: Flask) -> None:
 def _configure_logging(app: Flask) -> None:
     if app.testing:
         return
+    from flask.logging import default_handler
+
+    app.logger.removeHandler(default_handler)
+    # A worker creates the app more than once in one process (its own, then each job's): one handler.
+    if any(getattr(handler, "_pubsub_monitor", False) for handler in app.logger.handlers):
+        return
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if app.config["LOG_TO_STDOUT"]:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
@@ -40,6 +46,7 @@ def _configure_logging(app: Flask) -> None:
         log_dir = Path(app.root_path).parent / "logs"
         log_dir.mkdir(exist_ok=True)
         handler = RotatingFileHandler(log_dir / "gcpubsub.log", maxBytes=1_000_000, backupCount=10)
+    handler._pubsub_monitor = True
     handler.setFormatter(formatter)
     handler.setLevel(logging.INFO)
     app.logger.addHandler(handler)
