@@ -106,3 +106,27 @@ def make_subscriber_client(config: Mapping[str, Any]) -> pubsub_v1.SubscriberCli
         return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
     credentials = load_credentials(config.get("GOOGLE_APPLICATION_CREDENTIALS"))
     return pubsub_v1.SubscriberClient(credentials=credentials)
+
+
+def topic_path(project_id: str, topic: str) -> str:
+    """The full topic path: the name as given when it already is one."""
+    if topic.startswith("projects/"):
+        return topic
+    return f"projects/{project_id}/topics/{topic}"
+
+
+def make_publisher_client(config: Mapping[str, Any]):
+    """A (synchronous, unbatched) publisher for the emulator when PUBSUB_EMULATOR_HOST is set, else Google Cloud.
+
+    The low-level client publishes a list of messages in one call and returns their ids, with no
+    background batching threads in the web process; it takes ordering keys as they are.
+    """
+    from google.pubsub_v1 import PublisherClient
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    emulator_host = config.get("PUBSUB_EMULATOR_HOST")
+    if emulator_host:
+        channel = grpc.insecure_channel(emulator_host, options=CHANNEL_OPTIONS)
+        return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+    credentials = load_credentials(config.get("GOOGLE_APPLICATION_CREDENTIALS"))
+    return PublisherClient(credentials=credentials)

@@ -95,8 +95,10 @@ class BatchWriter:
         """Insert the rows in one transaction and return how many were new. Raises SQLAlchemyError on failure."""
         if not rows:
             return 0
+        connection_info: dict | None = None
         with self.engine.begin() as connection:
             if self.is_postgresql:
+                connection_info = connection.connection.info
                 inserted = self._write_postgresql(connection, rows)
             else:
                 inserted = len(connection.execute(self.insert, list(rows)).all())
@@ -106,22 +108,28 @@ class BatchWriter:
                     .where(Task.id == self.task_id)
                     .values(stored_count=Task.stored_count + inserted, heartbeat_at=datetime.now(UTC))
                 )
+        if connection_info is not None:
+            # Only after the commit is the temporary table sure to exist: a rollback undoes it.
+            connection_info[STAGE_TABLE] = True
         return inserted
 
     def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
         # Serialise a user's batches so their item ids commit in id order: the page's
         # `after=<id>` cursor must never miss a lower id that commits late.
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
-        connection_info = connection.connection.info
-        if not connection_info.get(STAGE_TABLE):
+        if not connection.connection.info.get(STAGE_TABLE):
             connection.execute(self.create_stage)
-            connection_info[STAGE_TABLE] = True
         buffer = io.StringIO()
         buffer.writelines(copy_line(row) for row in rows)
         buffer.seek(0)
+        statement = f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
+        dbapi_error = connection.dialect.loaded_dbapi.Error
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", buffer)
+            cursor.copy_expert(statement, buffer)
+        except dbapi_error as error:
+            # Raised like any other statement's error, so callers need only catch SQLAlchemyError.
+            raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
         finally:
             cursor.close()
         return connection.execute(self.insert).rowcount
