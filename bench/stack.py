@@ -1,0 +1,140 @@
+"""What bench/web.py and bench/soak.py share: a fresh PostgreSQL database, the Procfile's processes, memory.
+
+Not a test helper and not run in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config import normalise_database_url  # noqa: E402
+from helpers.services import free_port, stop_process, wait_for_port  # noqa: E402
+
+DEFAULT_SERVER = "postgresql://pubsub:pubsub@localhost:5432/postgres"
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+class FreshDatabase:
+    """A new PostgreSQL database with the app's schema (through the migrations, as `flask deploy` does)."""
+
+    def __init__(self, server_url: str | None = None):
+        server = sa.make_url(normalise_database_url(server_url or DEFAULT_SERVER))
+        self.name = f"bench_{uuid.uuid4().hex[:8]}"
+        self.admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        self.url = server.set(database=self.name).render_as_string(hide_password=False)
+        env = dict(os.environ, DATABASE_URL=self.url, SECRET_KEY="bench", FLASK_APP="gcpubsub.py")
+        flask = str(Path(sys.executable).with_name("flask"))
+        subprocess.run([flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    def drop(self) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+def procfile_command(process_type: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process_type:
+            return command.strip()
+    raise LookupError(f"no {process_type} in the Procfile")
+
+
+def start_procfile_process(process_type: str, env: dict[str, str], log_path: Path,
+                           extra_args: list[str] | None = None) -> subprocess.Popen:
+    """Run a Procfile entry as honcho/Heroku would (through the shell), `exec`ed so its pid is the process's."""
+    command = procfile_command(process_type)
+    if extra_args:
+        command += " " + " ".join(shlex.quote(argument) for argument in extra_args)
+    env = dict(env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    return dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_url, SECRET_KEY="bench-secret",
+                GCP_PROJECT_ID="bench-project", LOG_TO_STDOUT="1", PYTHONUNBUFFERED="1",
+                SIGN_IN_LIMIT_PER_ADDRESS="10000/minute", **extra)
+
+
+def start_web(env: dict[str, str], log_path: Path, access_log_format: str | None = None) -> tuple[subprocess.Popen, str]:
+    """gunicorn as the Procfile runs it (gunicorn.conf.py: 2 workers x 4 threads unless the env says otherwise)."""
+    port = free_port()
+    extra = ["--access-logformat", access_log_format] if access_log_format else None
+    process = start_procfile_process("web", dict(env, PORT=str(port)), log_path, extra)
+    wait_for_port(port, 60, process)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def sign_in(base_url: str, username: str, password: str) -> tuple[requests.Session, str]:
+    """A signed-in session and its CSRF token."""
+    session = requests.Session()
+    token = CSRF_META.search(session.get(base_url + "/index", timeout=30).text).group(1)
+    response = session.post(base_url + "/index", data={"username": username, "password": password,
+                                                       "csrf_token": token}, allow_redirects=False, timeout=30)
+    if response.status_code != 302:
+        raise RuntimeError(f"sign-in as {username} failed: {response.status_code}")
+    page = session.get(base_url + response.headers["Location"], timeout=60).text
+    return session, CSRF_META.search(page).group(1)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process in kB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    stop_process(process, timeout=timeout)
+
+
+def wait(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
