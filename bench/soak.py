@@ -27,9 +27,10 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from stack import (
     FreshDatabase,
+    PubSubEmulator,
+    RedisServer,
     app_env,
     children,
     load_average,
@@ -40,8 +41,6 @@ from stack import (
     stop,
     wait,
 )
-
-from helpers.services import PubSubEmulator, RedisServer  # noqa: I001 (stack puts the project on sys.path)
 
 PROJECT = "bench-project"
 PASSWORD = "soak-password-1"

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config import normalise_database_url  # noqa: E402
-from helpers.services import free_port, stop_process, wait_for_port  # noqa: E402
+from helpers.services import PubSubEmulator, RedisServer, free_port, stop_process, wait_for_port  # noqa: E402, F401
 
 DEFAULT_SERVER = "postgresql://pubsub:pubsub@localhost:5432/postgres"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -73,7 +73,8 @@ def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
                 SIGN_IN_LIMIT_PER_ADDRESS="10000/minute", **extra)
 
 
-def start_web(env: dict[str, str], log_path: Path, access_log_format: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_web(env: dict[str, str], log_path: Path,
+              access_log_format: str | None = None) -> tuple[subprocess.Popen, str]:
     """gunicorn as the Procfile runs it (gunicorn.conf.py: 2 workers x 4 threads unless the env says otherwise)."""
     port = free_port()
     extra = ["--access-logformat", access_log_format] if access_log_format else None
