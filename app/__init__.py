@@ -97,6 +97,18 @@ def create_app(config_class: type = Config) -> Flask:
     from app.main import bp as main_bp
 
     app.register_blueprint(main_bp)
+    from app.explore import bp as explore_bp
+
+    app.register_blueprint(explore_bp)
+    from app.subscriptions import bp as subscriptions_bp
+
+    app.register_blueprint(subscriptions_bp)
+    from app.admin import bp as admin_bp
+
+    app.register_blueprint(admin_bp)
+    from app.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
 
     from app import cli
 

@@ -1,6 +1,8 @@
-"""Command-line commands: `flask deploy`."""
+"""Command-line commands: `flask deploy`, `flask users ...`, `flask purge`, `flask replay`."""
 
+import re
 import secrets
+from datetime import timedelta
 
 import click
 import sqlalchemy as sa
@@ -8,7 +10,36 @@ from flask import Flask, current_app
 from flask_migrate import upgrade
 
 from app.extensions import db
-from app.models import User
+from app.models import Notification, Subscription, Task, User, UserItem, utcnow
+
+PURGE_BATCH_ROWS = 5000
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta:
+    """'30d', '12h', '90m', '2w' or '45s' as a timedelta."""
+    match = DURATION.match(value or "")
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration such as 30d, 12h, 90m, 2w or 45s")
+    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def purge_items(cutoff, user_id: int | None, batch_rows: int = PURGE_BATCH_ROWS, progress=None) -> int:
+    """Delete items received before `cutoff`, a batch of ids per transaction; return how many."""
+    deleted = 0
+    while True:
+        query = sa.select(UserItem.id).where(UserItem.received_at < cutoff).order_by(UserItem.id).limit(batch_rows)
+        if user_id is not None:
+            query = query.where(UserItem.user_id == user_id)
+        ids = db.session.scalars(query).all()
+        if not ids:
+            return deleted
+        result = db.session.execute(sa.delete(UserItem).where(UserItem.id.in_(ids)))
+        db.session.commit()
+        deleted += result.rowcount
+        if progress:
+            progress(deleted)
 
 
 def ensure_admin() -> tuple[User, bool, str | None]:
@@ -24,11 +55,127 @@ def ensure_admin() -> tuple[User, bool, str | None]:
     admin = User(username=config["ADMIN_USERNAME"], email=config["ADMIN_EMAIL"], is_admin=True)
     admin.set_password(password)
     db.session.add(admin)
+    db.session.flush()
+    # SUBSCRIPTION_NAME is the subscription the admin starts with, in their panel.
+    db.session.add(Subscription(user_id=admin.id, name=config["SUBSCRIPTION_NAME"]))
     db.session.commit()
     return admin, True, generated
 
 
+def find_user(username: str) -> User:
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user named {username!r}")
+    return user
+
+
+def new_password(password: str | None) -> tuple[str, bool]:
+    if password:
+        if len(password) < 8:
+            raise click.BadParameter("the password must have at least 8 characters", param_hint="--password")
+        return password, False
+    return secrets.token_urlsafe(12), True
+
+
+users = click.Group("users", help="Create, list and delete users, and set their passwords.")
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", help="Defaults to USERNAME@localhost.")
+@click.option("--password", help="At least 8 characters; generated and printed once if not given.")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+def users_create(username, email, password, admin):
+    """Create a user."""
+    if db.session.scalar(sa.select(User).where(User.username == username)) is not None:
+        raise click.ClickException(f"user {username!r} exists already")
+    password, generated = new_password(password)
+    user = User(username=username, email=email or f"{username}@localhost", is_admin=admin)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"Created {'admin ' if admin else ''}user {username!r}.")
+    if generated:
+        click.echo(f"Password: {password}  (shown once)")
+
+
+@users.command("list")
+def users_list():
+    """List the users."""
+    for user in db.session.scalars(sa.select(User).order_by(User.username)):
+        click.echo(f"{user.username}\t{user.email}\t{'admin' if user.is_admin else 'user'}\t"
+                   f"last seen {user.last_seen.isoformat() if user.last_seen else '-'}")
+
+
+@users.command("delete")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def users_delete(username, yes):
+    """Delete a user with their messages, tasks, notifications and subscriptions."""
+    user = find_user(username)
+    if not yes:
+        click.confirm(f"Delete user {username!r} and all their messages?", abort=True)
+    for model in (UserItem, Notification, Task, Subscription):
+        db.session.execute(sa.delete(model).where(model.user_id == user.id))
+    db.session.delete(user)
+    db.session.commit()
+    click.echo(f"Deleted user {username!r}.")
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password", help="At least 8 characters; generated and printed once if not given.")
+def users_set_password(username, password):
+    """Set a user's password."""
+    user = find_user(username)
+    password, generated = new_password(password)
+    user.set_password(password)
+    db.session.commit()
+    click.echo(f"Password set for {username!r}.")
+    if generated:
+        click.echo(f"Password: {password}  (shown once)")
+
+
 def register(app: Flask) -> None:
+    app.cli.add_command(users)
+
+    @app.cli.command()
+    @click.option("--older-than", "older_than", required=True, help="Age such as 30d, 12h or 90m.")
+    @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+    @click.option("--user", "username", help="Only this user's messages.")
+    def purge(older_than, dry_run, username):
+        """Delete stored messages received longer ago than --older-than, in batches."""
+        cutoff = utcnow() - parse_duration(older_than)
+        user_id = find_user(username).id if username else None
+        if dry_run:
+            query = sa.select(sa.func.count()).select_from(UserItem).where(UserItem.received_at < cutoff)
+            if user_id is not None:
+                query = query.where(UserItem.user_id == user_id)
+            count = db.session.scalar(query)
+            click.echo(f"Dry run: {count} messages received before {cutoff.isoformat()} would be deleted.")
+            return
+        deleted = purge_items(cutoff, user_id, progress=lambda total: click.echo(f"  deleted {total}..."))
+        click.echo(f"Deleted {deleted} messages received before {cutoff.isoformat()}.")
+
+    @app.cli.command()
+    @click.argument("export_file", type=click.File("r", encoding="utf-8"))
+    @click.option("--topic", required=True, help="Topic name or projects/P/topics/T.")
+    def replay(export_file, topic):
+        """Publish every message of a JSON Lines export to a topic, data and attributes unchanged."""
+        from app.admin.publishing import publish_jsonl
+        from app.pubsub.client import SetupError, make_publisher_client, topic_path
+
+        path = topic_path(current_app.config["GCP_PROJECT_ID"], topic)
+        try:
+            publisher = make_publisher_client(current_app.config)
+        except SetupError as error:
+            raise click.ClickException(str(error)) from None
+        try:
+            count = publish_jsonl(publisher, path, export_file)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"Published {count} messages to {path}.")
+
     @app.cli.command()
     def deploy():
         """Migrate the database to the latest revision, then create the admin user."""

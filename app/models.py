@@ -196,6 +196,9 @@ class UserItem(db.Model):
         sa.UniqueConstraint("subscription", "message_id", name="uq_user_item_subscription_message_id"),
         # The item list and the live poll walk a user's items by id.
         sa.Index("ix_user_item_user_id_id", "user_id", "id"),
+        # The list narrowed to one subscription, and the activity chart and purge by time.
+        sa.Index("ix_user_item_user_id_subscription_id", "user_id", "subscription", "id"),
+        sa.Index("ix_user_item_user_id_received_at", "user_id", "received_at"),
     )
 
     def __repr__(self) -> str:
@@ -214,3 +217,19 @@ class UserItem(db.Model):
     @property
     def is_binary(self) -> bool:
         return self.data_bytes is not None
+
+
+class Subscription(db.Model):
+    """A subscription a user watches: the short name or the full path they gave, checked when added."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
+    name: so.Mapped[str] = so.mapped_column(sa.String(512))
+    created_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+
+    user: so.Mapped[User] = so.relationship()
+
+    __table_args__ = (sa.UniqueConstraint("user_id", "name", name="uq_subscription_user_id_name"),)
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.user_id} {self.name}>"

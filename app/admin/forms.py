@@ -1,0 +1,37 @@
+from flask_wtf import FlaskForm
+from wtforms import StringField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, ValidationError
+
+
+def parse_attributes(text: str) -> dict[str, str]:
+    """key=value lines into a dict; blank lines are skipped."""
+    attributes = {}
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"line {number} must be key=value")
+        attributes[key.strip()] = value
+    return attributes
+
+
+class AttributesField(TextAreaField):
+    def pre_validate(self, form):
+        try:
+            parse_attributes(self.data)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+
+class PublishForm(FlaskForm):
+    topic = StringField("Topic (name or projects/P/topics/T)", validators=[DataRequired(), Length(max=512)])
+    data = TextAreaField("Data", validators=[Length(max=1_000_000)])
+    attributes = AttributesField("Attributes (key=value, one per line)")
+    ordering_key = StringField("Ordering key", validators=[Length(max=1024)])
+    submit = SubmitField("Publish")
+
+
+class ReplayForm(FlaskForm):
+    topic = StringField("Topic (empty: the topic of the message's subscription)", validators=[Length(max=512)])
+    submit = SubmitField("Replay")
