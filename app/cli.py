@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from flask_migrate import upgrade
 
 from app.extensions import db
@@ -77,7 +78,7 @@ def new_password(password: str | None) -> tuple[str, bool]:
     return secrets.token_urlsafe(12), True
 
 
-users = click.Group("users", help="Create, list and delete users, and set their passwords.")
+users = AppGroup("users", help="Create, list and delete users, and set their passwords.")
 
 
 @users.command("create")
@@ -117,7 +118,8 @@ def users_delete(username, yes):
         click.confirm(f"Delete user {username!r} and all their messages?", abort=True)
     for model in (UserItem, Notification, Task, Subscription):
         db.session.execute(sa.delete(model).where(model.user_id == user.id))
-    db.session.delete(user)
+    # The rows that point at the user are gone; delete the row itself without loading relationships.
+    db.session.execute(sa.delete(User).where(User.id == user.id))
     db.session.commit()
     click.echo(f"Deleted user {username!r}.")
 

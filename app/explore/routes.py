@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -32,6 +33,11 @@ from app.explore.filters import FilterError, ItemFilter
 from app.extensions import db
 from app.main.routes import MAX_ITEMS_PER_RESPONSE, list_items, render_item_row
 from app.models import Subscription, UserItem
+
+
+@bp.app_template_filter("b64encode")
+def b64encode_filter(data: bytes) -> str:
+    return base64.b64encode(bytes(data)).decode("ascii")
 
 
 def dialect() -> str:
@@ -89,7 +95,8 @@ def explore_items():
     try:
         item_filter = ItemFilter.from_args(request.args)
     except FilterError as error:
-        return error_response(400, str(error))
+        # Only scripts ask here: always JSON.
+        return jsonify({"status": "error", "error": str(error), "code": 400}), 400
     after = request.args.get("after", type=int)
     before = request.args.get("before", type=int)
     query = filtered_items(item_filter)

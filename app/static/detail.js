@@ -1,0 +1,17 @@
+/* The message detail view: copy buttons. */
+$(function () {
+  "use strict";
+  $(".copy-button").on("click", function () {
+    const text = $($(this).data("copy-target")).text();
+    const status = $("#copy-status");
+    function done(message) { status.text(message); }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done("Copied."); },
+        function () { done("Copy was refused by the browser."); });
+    } else {
+      const area = $("<textarea>").val(text).appendTo("body").trigger("select");
+      try { document.execCommand("copy"); done("Copied."); } catch (e) { done("Copy is not available here."); }
+      area.remove();
+    }
+  });
+});

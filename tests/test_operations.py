@@ -1,0 +1,113 @@
+"""Operating commands and checks: flask users, flask purge, /healthz."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from app import create_app
+from app.extensions import db
+from app.models import User, UserItem
+from tests.bulk import insert_rows, item_row
+from tests.conftest import create_user, make_config
+
+
+def item_count(app, user_id: int | None = None) -> int:
+    with app.app_context():
+        query = sa.select(sa.func.count()).select_from(UserItem)
+        if user_id is not None:
+            query = query.where(UserItem.user_id == user_id)
+        return db.session.scalar(query)
+
+
+def surviving_message_ids(app) -> set[str]:
+    with app.app_context():
+        return set(db.session.scalars(sa.select(UserItem.message_id)))
+
+
+def test_purge_deletes_exactly_the_rows_older_than_the_cutoff_and_dry_run_none(app, runner):
+    alice = create_user(app, "alice")
+    bob = create_user(app, "bob")
+    now = datetime.now(UTC)
+    ages = {"fresh": timedelta(hours=1), "just-inside": timedelta(days=29, hours=23),
+            "just-outside": timedelta(days=30, minutes=5), "old": timedelta(days=90)}
+    rows = [item_row(owner, "x", message_id=f"{owner}-{label}-{copy}", received_at=now - age)
+            for owner in (alice, bob) for label, age in ages.items() for copy in range(1200)]
+    insert_rows(app, rows)
+    total = item_count(app)
+
+    dry = runner.invoke(args=["purge", "--older-than", "30d", "--dry-run", "--user", "alice"])
+    assert dry.exit_code == 0, dry.output
+    assert "Dry run: 2400 messages" in dry.output
+    assert item_count(app) == total
+
+    only_alice = runner.invoke(args=["purge", "--older-than", "30d", "--user", "alice"])
+    assert only_alice.exit_code == 0, only_alice.output
+    assert "Deleted 2400 messages" in only_alice.output and "deleted 2400..." in only_alice.output
+    left = surviving_message_ids(app)
+    assert not any(mid.startswith(f"{alice}-just-outside") or mid.startswith(f"{alice}-old") for mid in left)
+    assert item_count(app, alice) == 2400 and item_count(app, bob) == 4800
+
+    everyone = runner.invoke(args=["purge", "--older-than", "720h"])
+    assert "Deleted 2400 messages" in everyone.output
+    assert {mid.split("-", 1)[1].rsplit("-", 1)[0] for mid in surviving_message_ids(app)} == {"fresh", "just-inside"}
+    assert item_count(app) == 4800
+
+    bad = runner.invoke(args=["purge", "--older-than", "thirty days"])
+    assert bad.exit_code != 0 and "not a duration" in bad.output
+    assert item_count(app) == 4800
+
+
+def test_users_create_list_set_password_and_delete(app, runner):
+    created = runner.invoke(args=["users", "create", "carol", "--password", "carol-password-1", "--admin"])
+    assert created.exit_code == 0, created.output
+    generated = runner.invoke(args=["users", "create", "dave"])
+    assert "Password: " in generated.output
+    assert runner.invoke(args=["users", "create", "dave"]).exit_code != 0
+    listing = runner.invoke(args=["users", "list"]).output
+    assert "carol\tcarol@localhost\tadmin" in listing and "dave\tdave@localhost\tuser" in listing
+    assert runner.invoke(args=["users", "set-password", "dave", "--password", "short"]).exit_code != 0
+    assert runner.invoke(args=["users", "set-password", "dave", "--password", "dave-password-2"]).exit_code == 0
+    with app.app_context():
+        dave = db.session.scalar(sa.select(User).where(User.username == "dave"))
+        assert dave.check_password("dave-password-2")
+        dave_id = dave.id
+    insert_rows(app, [item_row(dave_id, "bye")])
+    deleted = runner.invoke(args=["users", "delete", "dave", "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    with app.app_context():
+        assert db.session.get(User, dave_id) is None
+    assert item_count(app, dave_id) == 0
+    assert runner.invoke(args=["users", "delete", "nobody", "--yes"]).exit_code != 0
+
+
+def test_healthz_is_200_when_database_and_redis_answer(app, client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"]["status"] == "ok" and body["checks"]["redis"]["status"] == "ok"
+    assert "workers" in body["checks"] and "polling" in body["checks"]
+    assert "password" not in response.get_data(as_text=True).lower()
+    assert app.config["REDIS_URL"] not in response.get_data(as_text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_healthz_is_503_when_redis_is_down(app, database_url):
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    down = create_app(make_config(database_url, dead_redis))
+    response = down.test_client().get("/healthz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "error" and body["checks"]["redis"]["status"] == "error"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert dead_redis not in response.get_data(as_text=True)
+    with down.app_context():
+        db.engine.dispose()
