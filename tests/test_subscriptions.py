@@ -1,0 +1,142 @@
+"""Several subscriptions per user: the panel checks them with Pub/Sub, and each polls in its own task."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from google.cloud import pubsub_v1
+
+from app.extensions import db
+from app.models import Subscription, Task, UserItem
+from tests.conftest import TEST_PROJECT, create_user, wait_until
+
+
+@pytest.fixture(autouse=True)
+def on_emulator(app, emulator):
+    """The app checks subscriptions on the emulator (its Config was read before the emulator started)."""
+    app.config["PUBSUB_EMULATOR_HOST"] = emulator.host
+
+
+def make_subscription() -> dict:
+    suffix = uuid.uuid4().hex[:10]
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(TEST_PROJECT, f"topic-{suffix}")
+    path = subscriber.subscription_path(TEST_PROJECT, f"sub-{suffix}")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=path, topic=topic, ack_deadline_seconds=30)
+    subscriber.close()
+    return {"topic_path": topic, "name": f"sub-{suffix}", "path": path}
+
+
+def panel_token(client) -> str:
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
+                     client.get("/subscriptions").get_data(as_text=True)).group(1)
+
+
+def add(client, name: str):
+    return client.post("/subscriptions", data={"name": name, "csrf_token": panel_token(client)},
+                       follow_redirects=True)
+
+
+def saved_names(app, user_id: int) -> set[str]:
+    with app.app_context():
+        return set(db.session.scalars(sa.select(Subscription.name).where(Subscription.user_id == user_id)))
+
+
+def subscription_id(app, user_id: int, name: str) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(Subscription.id).where(Subscription.user_id == user_id,
+                                                                  Subscription.name == name))
+
+
+def test_panel_adds_only_subscriptions_that_exist(app, client, auth, emulator):
+    alice = create_user(app, "alice")
+    auth.login("alice")
+    real = make_subscription()
+    missing = add(client, "no-such-subscription")
+    assert "projects/test-project/subscriptions/no-such-subscription does not exist" in missing.get_data(as_text=True)
+    malformed = add(client, "bad name; DROP TABLE user")
+    assert "Give a subscription id" in malformed.get_data(as_text=True)
+    assert saved_names(app, alice) == set()
+
+    assert "Added " + real["name"] in add(client, real["name"]).get_data(as_text=True)
+    assert "Added " + real["path"] in add(client, real["path"]).get_data(as_text=True)
+    assert "already in your list" in add(client, real["name"]).get_data(as_text=True)
+    assert saved_names(app, alice) == {real["name"], real["path"]}
+
+
+def test_panel_says_polling_is_shared_and_shows_who_else_polls(app, client, auth, emulator):
+    alice = create_user(app, "alice")
+    bob = create_user(app, "bob")
+    shared = make_subscription()
+    with app.app_context():
+        db.session.add_all([Subscription(user_id=alice, name=shared["name"]),
+                            Subscription(user_id=bob, name=shared["name"]),
+                            Task(id="bob-task", name="polling_subscription", user_id=bob,
+                                 subscription=shared["name"], description="Bob polling")])
+        db.session.commit()
+    auth.login("alice")
+    page = client.get("/subscriptions").get_data(as_text=True)
+    assert "share its messages" in page
+    pattern = rf'<tr class="subscription-row" data-name="{shared["name"]}">(.*?)</tr>'
+    row = re.search(pattern, page, re.S).group(1)
+    assert '<td class="others small">bob</td>' in row
+    assert "idle" in row and "start-button" in row
+
+
+def test_user_with_two_subscriptions_polls_both_at_once(app, client, auth, emulator, worker_factory):
+    alice = create_user(app, "alice")
+    auth.login("alice")
+    first, second = make_subscription(), make_subscription()
+    # One by short name, one by full path: items carry the name as the user gave it.
+    names = {"first": first["name"], "second": second["path"]}
+    for name in names.values():
+        add(client, name)
+    for name in names.values():
+        token = panel_token(client)
+        response = client.post(f"/subscriptions/{subscription_id(app, alice, name)}/start", data={"csrf_token": token})
+        assert response.status_code == 302
+    with app.app_context():
+        running = db.session.scalars(sa.select(Task.subscription).where(Task.complete.is_(False))).all()
+    assert sorted(running) == sorted(names.values())
+    # Each polling task is a long-running job; one worker each, as on Heroku with two worker dynos.
+    worker_factory(), worker_factory()
+
+    publisher = pubsub_v1.PublisherClient()
+    futures = []
+    for which, source in (("first", first), ("second", second)):
+        for index in range(25):
+            futures.append(publisher.publish(source["topic_path"], json.dumps({"n": index}).encode(), which=which))
+    for future in futures:
+        future.result(timeout=30)
+
+    def stored():
+        with app.app_context():
+            return db.session.execute(sa.select(UserItem.subscription, UserItem.attributes_json)).all()
+
+    wait_until(lambda: len(stored()) >= 50, 90, message="50 messages from both subscriptions")
+    rows = stored()
+    assert len(rows) == 50
+    for subscription, attributes in rows:
+        assert subscription == names[json.loads(attributes)["which"]]
+    page = client.get("/subscriptions").get_data(as_text=True)
+    assert page.count("polling ·") == 2
+
+    # The per-subscription filter shows only its own.
+    for which, name in names.items():
+        exported = client.get("/explore/export.jsonl", query_string={"sub": name}).get_data(as_text=True)
+        records = [json.loads(line) for line in exported.splitlines()]
+        assert len(records) == 25 and {r["attributes"]["which"] for r in records} == {which}
+        listed = client.get("/explore/items", query_string={"sub": name, "after": 0}).get_json()
+        assert len(listed["ids"]) == 25
+
+    for name in names.values():
+        token = panel_token(client)
+        client.post(f"/subscriptions/{subscription_id(app, alice, name)}/stop", data={"csrf_token": token})
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.complete.is_(False))) == 0
