@@ -22,6 +22,8 @@ from tests.conftest import ROOT, create_user, service_env, wait_until
 from tests.test_security_secrets import FAKE_PRIVATE_KEY, fake_service_account
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+# Generous: other suites may be loading the machine.
+REQUEST_TIMEOUT = 30
 ACCESS_LINE = re.compile(r'^pid=<?(\d+)>? status=(\d+) "(\w+) (\S+)')
 
 
@@ -45,16 +47,15 @@ class Gunicorn:
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         wait_for_port(self.port, 30, self.process)
-        wait_until(lambda: len(self.worker_pids()) == self.workers, 30, message="gunicorn workers to boot")
-        # Each worker imports the app on boot; wait until every one has answered once is not
-        # possible to force, so wait for the app to answer at all.
-        wait_until(lambda: self.get_status("/index") == 200, 30, message="the app to answer")
+        wait_until(lambda: len(self.worker_pids()) == self.workers, 60, message="gunicorn workers to boot")
+        # Workers import the app after booting, which takes seconds on a busy machine.
+        wait_until(lambda: self.get_status("/index") == 200, 90, message="the app to answer")
         return self
 
     def get_status(self, path: str) -> int | None:
         try:
-            return requests.get(self.url + path, timeout=5).status_code
-        except requests.ConnectionError:
+            return requests.get(self.url + path, timeout=REQUEST_TIMEOUT).status_code
+        except requests.RequestException:
             return None
 
     def worker_pids(self) -> list[int]:
@@ -98,14 +99,14 @@ def browser_session() -> requests.Session:
 
 
 def csrf_token(session: requests.Session, url: str) -> str:
-    match = CSRF_META.search(session.get(url, timeout=10).text)
+    match = CSRF_META.search(session.get(url, timeout=REQUEST_TIMEOUT).text)
     assert match, f"no csrf-token on {url}"
     return match.group(1)
 
 
 def sign_in(session, server, username, password) -> requests.Response:
     token = csrf_token(session, server.url + "/index")
-    return session.post(server.url + "/index", allow_redirects=False, timeout=30,
+    return session.post(server.url + "/index", allow_redirects=False, timeout=REQUEST_TIMEOUT,
                         data={"username": username, "password": password, "csrf_token": token})
 
 
@@ -180,10 +181,10 @@ def test_full_journey_leaves_no_password_or_private_key_in_the_logs(app, gunicor
     assert session.post(change, headers=headers, data={"current_password": password, "new_password": new_password,
                                                        "confirm_password": new_password}).status_code == 200
     started = session.post(server.url + "/polling_pubsub", headers=headers, json={"action": "start"})
-    assert started.status_code == 202, started.text
+    assert started.status_code == 202, f"{started.text}\n{server.log()[-4000:]}"
 
     def failure_notification():
-        notes = session.get(server.url + "/notifications?since=0", timeout=10).json()
+        notes = session.get(server.url + "/notifications?since=0", timeout=REQUEST_TIMEOUT).json()
         return [note for note in notes if "Failed" in json.dumps(note)]
 
     failures = wait_until(failure_notification, 60, message="the task to fail on the unusable key")
