@@ -227,3 +227,17 @@ def test_form_mistakes_do_not_count_against_the_change_password_limit(app, clien
     for _ in range(8):
         assert change_password(client, token, TEST_PASSWORD, new="short").status_code == 400
     assert change_password(client, token, TEST_PASSWORD).status_code == 200
+
+
+def test_limiter_accepts_heroku_redis_self_signed_tls(app):
+    """Heroku Redis is rediss:// with a self-signed certificate, like the app's own connection."""
+    from limits.storage import storage_from_string
+
+    from app.security import _limiter_storage_options
+
+    url = "rediss://:secret@redis.example:6380/0"
+    storage = storage_from_string(url, **_limiter_storage_options(url))
+    connection_kwargs = storage.storage.connection_pool.connection_kwargs
+    assert connection_kwargs["ssl_cert_reqs"] is None
+    assert connection_kwargs["socket_timeout"] <= 5
+    assert "ssl_cert_reqs" not in _limiter_storage_options("redis://127.0.0.1:6379/0")
