@@ -51,6 +51,10 @@ class Config:
 
     PYGMENTS_STYLE = os.environ.get("PYGMENTS_STYLE") or "friendly"
     ITEMS_PER_PAGE = 50
+    # A user's notifications older than this are pruned whenever they get a new one.
+    NOTIFICATION_RETENTION_SECONDS = int(os.environ.get("NOTIFICATION_RETENTION_SECONDS") or 3600)
+    # Most pullers or streams one polling task may run at once (POST /polling_pubsub streams=N).
+    MAX_POLLING_STREAMS = int(os.environ.get("MAX_POLLING_STREAMS") or 8)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 

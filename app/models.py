@@ -60,10 +60,18 @@ class User(UserMixin, db.Model):
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
 
     def add_notification(self, name: str, data: dict[str, Any]) -> Notification:
-        """Add a notification; the caller commits."""
-        notification = Notification(
-            name=name, payload_json=json.dumps(data), user=self, timestamp=time.time()
+        """Add a notification and prune this user's old ones; the caller commits.
+
+        Pruning happens here, at write time, so the table stays small without a periodic job:
+        one indexed range delete (ix_notification_user_id_timestamp) per notification, usually
+        of a single row. Pages only ever ask for notifications newer than their last poll.
+        """
+        now = time.time()
+        retention = current_app.config["NOTIFICATION_RETENTION_SECONDS"]
+        db.session.execute(
+            sa.delete(Notification).where(Notification.user_id == self.id, Notification.timestamp < now - retention)
         )
+        notification = Notification(name=name, payload_json=json.dumps(data), user=self, timestamp=now)
         db.session.add(notification)
         return notification
 
@@ -73,27 +81,31 @@ class User(UserMixin, db.Model):
             query = query.where(Task.subscription == subscription)
         return db.session.scalar(query.order_by(Task.started_at.desc()).limit(1))
 
-    def launch_task(self, name: str, description: str, subscription: str, *args: Any) -> Task:
-        """Record a Task, commit it, then enqueue its RQ job (no timeout: it runs until stopped).
+    def launch_task(self, name: str, description: str, subscription: str, *args: Any, streams: int = 1) -> Task:
+        """Record a Task, commit it, then enqueue its RQ jobs (no timeout: they run until stopped).
 
+        `streams` jobs are enqueued for the one Task, so that as many workers share the
+        subscription, each with its own stream or puller (Task.job_ids names them).
         Raises sqlalchemy.exc.IntegrityError when the same task is already running
         for this subscription, and redis.RedisError when the queue is unreachable
         (the Task is then closed with that error).
         """
         task = Task(
             id=uuid.uuid4().hex, name=name, description=description, user=self,
-            subscription=subscription,
+            subscription=subscription, streams=streams,
         )
         db.session.add(task)
         db.session.commit()
         try:
-            current_app.task_queue.enqueue(
-                f"app.tasks.{name}", self.id, subscription, *args,
-                job_id=task.id, job_timeout=-1, result_ttl=3600, failure_ttl=86400,
-                # A worker that dies or restarts (Heroku restarts every dyno daily) fails the
-                # job; rq then queues it again and polling resumes on the same Task.
-                retry=Retry(max=TASK_RESUME_LIMIT, interval=TASK_RESUME_INTERVALS),
-            )
+            for stream, job_id in enumerate(task.job_ids()):
+                current_app.task_queue.enqueue(
+                    f"app.tasks.{name}", self.id, subscription, *args,
+                    **({"stream": stream} if stream else {}),
+                    job_id=job_id, job_timeout=-1, result_ttl=3600, failure_ttl=86400,
+                    # A worker that dies or restarts (Heroku restarts every dyno daily) fails the
+                    # job; rq then queues it again and polling resumes on the same Task.
+                    retry=Retry(max=TASK_RESUME_LIMIT, interval=TASK_RESUME_INTERVALS),
+                )
         except RedisError as error:
             task.complete = True
             task.finished_at = utcnow()
@@ -111,6 +123,15 @@ def load_user(user_id: str) -> User | None:
     return db.session.get(User, int(user_id))
 
 
+def stream_job_id(task_id: str, stream: int) -> str:
+    return task_id if stream == 0 else f"{task_id}-{stream}"
+
+
+def task_id_of_job(job_id: str) -> str:
+    """The Task a polling job belongs to (task ids are uuid hex, so they hold no '-')."""
+    return job_id.partition("-")[0]
+
+
 class Task(db.Model):
     id: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(128), index=True)
@@ -123,6 +144,8 @@ class Task(db.Model):
     heartbeat_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
     stored_count: so.Mapped[int] = so.mapped_column(default=0)
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # How many RQ jobs (streams or pullers, one per worker) share this task's subscription.
+    streams: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
 
     user: so.Mapped[User] = so.relationship(back_populates="tasks")
 
@@ -143,6 +166,10 @@ class Task(db.Model):
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name}>"
+
+    def job_ids(self) -> list[str]:
+        """The RQ job ids of this task's streams: the task's own id for the first, then `<id>-<n>`."""
+        return [stream_job_id(self.id, stream) for stream in range(self.streams or 1)]
 
     def get_rq_job(self):
         from rq.exceptions import NoSuchJobError

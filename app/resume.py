@@ -53,19 +53,31 @@ def _recent(moment: datetime | None, now: datetime) -> bool:
 
 
 def job_is_alive(task: Task, redis: Redis, now: datetime) -> bool:
-    """Whether a job is running, or waiting to run, for this Task. Raises RedisError when unsure."""
-    if redis.exists(alive_key(task.id)):
+    """Whether every stream of this Task has a job running or waiting to run. Raises RedisError when unsure.
+
+    Task.heartbeat_at is shared by the streams, so with several it vouches for the Task as a whole
+    only while Redis cannot tell (a stream whose key and job are gone counts as dead).
+    """
+    job_ids = task.job_ids()
+    alive_keys = redis.exists(*(alive_key(job_id) for job_id in job_ids))
+    if alive_keys == len(job_ids):
         return True
-    try:
-        status = Job.fetch(task.id, connection=redis).get_status()
-    except NoSuchJobError:
-        status = None
-    if status in WAITING_STATUSES:
-        return True
-    if _recent(task.heartbeat_at, now):
-        return True
-    # Launched a moment ago and not yet heartbeating: give the job time to start.
-    return task.heartbeat_at is None and _recent(task.started_at, now)
+    for job_id in job_ids:
+        if redis.exists(alive_key(job_id)):
+            continue
+        try:
+            status = Job.fetch(job_id, connection=redis).get_status()
+        except NoSuchJobError:
+            status = None
+        if status in WAITING_STATUSES:
+            continue
+        if len(job_ids) == 1 and _recent(task.heartbeat_at, now):
+            continue
+        # Launched a moment ago and not yet heartbeating: give the job time to start.
+        if task.heartbeat_at is None and _recent(task.started_at, now):
+            continue
+        return False
+    return True
 
 
 def resume_task(task: Task, reason: str) -> Task | None:
@@ -79,14 +91,16 @@ def resume_task(task: Task, reason: str) -> Task | None:
         db.session.rollback()
         return None
     db.session.commit()
-    try:
-        # So that rq's own abandoned-job handling cannot run the old job again later.
-        Job.fetch(task.id, connection=current_app.redis).delete()
-    except NoSuchJobError:
-        pass
+    for job_id in task.job_ids():
+        try:
+            # So that rq's own abandoned-job handling cannot run the old job again later.
+            Job.fetch(job_id, connection=current_app.redis).delete()
+        except NoSuchJobError:
+            pass
     user = db.session.get(User, task.user_id)
     try:
-        replacement = user.launch_task(POLLING_TASK, task.description or "Polling", task.subscription)
+        replacement = user.launch_task(POLLING_TASK, task.description or "Polling", task.subscription,
+                                       streams=task.streams or 1)
     except IntegrityError:
         # The user (or another worker) started polling this subscription in the meantime.
         db.session.rollback()

@@ -3,14 +3,18 @@
 from rq import get_current_job
 
 from app import create_app
+from app.models import task_id_of_job
 from app.pubsub import run_polling_task
 
 
-def polling_subscription(user_id: int, subscription: str) -> str:
-    """Store every message of `subscription` for the user until the Task (id = this job's id) is stopped."""
+def polling_subscription(user_id: int, subscription: str, stream: int = 0) -> str:
+    """Store every message of `subscription` for the user until the Task behind this job is stopped.
+
+    A Task with several streams has one such job per stream (job ids from Task.job_ids).
+    """
     job = get_current_job()
     if job is None:
         raise RuntimeError("polling_subscription runs as an RQ job; its Task id is the job id")
     app = create_app()
     with app.app_context():
-        return run_polling_task(job.id)
+        return run_polling_task(task_id_of_job(job.id), stream)

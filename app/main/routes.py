@@ -156,6 +156,7 @@ def task_status(task: Task | None) -> dict:
         "subscription": task.subscription,
         "description": task.description,
         "stored_count": task.stored_count,
+        "streams": task.streams,
         "started_at": task.started_at.isoformat() if task.started_at else None,
     }
 
@@ -177,13 +178,21 @@ def polling_pubsub():
     subscription = (payload.get("subscription") or current_app.config["SUBSCRIPTION_NAME"]).strip()
     if action not in {"start", "stop"}:
         return error_response(400, "action must be 'start' or 'stop'.")
+    # Several streams spread the subscription over as many workers (one job each); see README.
+    max_streams = current_app.config["MAX_POLLING_STREAMS"]
+    try:
+        streams = int(payload.get("streams") or 1)
+    except (TypeError, ValueError):
+        streams = 0
+    if not 1 <= streams <= max_streams:
+        return error_response(400, f"streams must be a whole number from 1 to {max_streams}.")
     current_task = current_user.get_task_in_progress(POLLING_TASK, subscription)
     if action == "start":
         if current_task is not None:
-            return jsonify({"status": "polling", "task_id": current_task.id}), 200
+            return jsonify({"status": "polling", "task_id": current_task.id, "streams": current_task.streams}), 200
         try:
             task = current_user.launch_task(
-                POLLING_TASK, f"Polling subscription {subscription}", subscription
+                POLLING_TASK, f"Polling subscription {subscription}", subscription, streams=streams
             )
         except IntegrityError:
             # A concurrent start won the race: report its task.
@@ -193,8 +202,9 @@ def polling_pubsub():
         except RedisError:
             current_app.logger.exception("Could not queue the polling job")
             return error_response(503, "The task queue (Redis) is unavailable. Try again shortly.")
-        current_app.logger.info("User %s started polling %s (task %s)", current_user.username, subscription, task.id)
-        return jsonify({"status": "success", "task_id": task.id}), 202
+        current_app.logger.info("User %s started polling %s (task %s, %d streams)", current_user.username,
+                                subscription, task.id, streams)
+        return jsonify({"status": "success", "task_id": task.id, "streams": streams}), 202
     if current_task is None:
         return jsonify({"status": "error", "task_id": 0}), 200
     # The job sees the flag within two seconds, flushes, and posts "Finished".

@@ -17,7 +17,7 @@ from rq.exceptions import ShutDownImminentException
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
-from app.models import Task, User
+from app.models import Task, User, stream_job_id
 from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
 from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
@@ -54,9 +54,13 @@ class Poller:
         source: PullSource | StreamingSource,
         writer: BatchWriter,
         *,
+        stream: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.task_id = task_id
+        # Which of the Task's jobs this is; only the first (stream 0) posts progress for the Task.
+        self.stream = stream
+        self.job_id = stream_job_id(task_id, stream)
         self.source = source
         self.writer = writer
         self.clock = clock
@@ -67,6 +71,7 @@ class Poller:
         self.subscription = task.subscription or ""
         self.description = task.description or f"Polling subscription {self.subscription}"
         self.stored_count = task.stored_count or 0
+        self.streams = task.streams or 1
         # A Task that has heartbeated before is being run again: rq retried it after a restart.
         self.resumed = task.heartbeat_at is not None
         db.session.rollback()
@@ -82,9 +87,10 @@ class Poller:
         """Poll until a stop is requested; return how many new messages were stored."""
         started_with = self.stored_count
         self.source.open()
-        if self.resumed:
-            self.report(RESUMED_STAGE)
-        self.report("Polling")
+        if self.stream == 0:
+            if self.resumed:
+                self.report(RESUMED_STAGE)
+            self.report("Polling")
         now = self.clock()
         next_stop_check = now + STOP_CHECK_SECONDS
         next_heartbeat = now
@@ -104,7 +110,8 @@ class Poller:
                     self.heartbeat()
                     next_heartbeat = now + HEARTBEAT_SECONDS
                 if now >= next_progress:
-                    if self.stored_count != self.reported_count or self.stage != "Polling":
+                    if self.stream == 0 and (self.task_stored_count() != self.reported_count
+                                             or self.stage != "Polling"):
                         self.report("Polling")
                     next_progress = now + PROGRESS_SECONDS
                 if now < pause_until:
@@ -188,7 +195,7 @@ class Poller:
     def heartbeat(self) -> None:
         """Prove this job alive in Redis and in the database; either one is enough (see app.resume)."""
         try:
-            mark_alive(current_app.redis, self.task_id)
+            mark_alive(current_app.redis, self.job_id)
         except RedisError as error:
             log.warning("Task %s: heartbeat in Redis failed (%s)", self.task_id, error.__class__.__name__)
         try:
@@ -200,12 +207,25 @@ class Poller:
             db.session.rollback()
             log.warning("Task %s: heartbeat failed (%s)", self.task_id, error.__class__.__name__)
 
+    def task_stored_count(self) -> int:
+        """Messages stored for the Task: this job's own count, or the database's sum over all its streams."""
+        if self.streams == 1:
+            return self.stored_count
+        try:
+            count = db.session.scalar(sa.select(Task.stored_count).where(Task.id == self.task_id))
+            db.session.rollback()
+        except SQLAlchemyError:
+            db.session.rollback()
+            return self.reported_count
+        return count or 0
+
     def report(self, stage: str) -> None:
         """Post a task_progress notification; a database outage only delays it."""
         self.stage = stage
         try:
-            post_progress(self.task_id, stage, self.source.mode, self.stored_count)
-            self.reported_count = self.stored_count
+            stored_count = self.task_stored_count()
+            post_progress(self.task_id, stage, self.source.mode, stored_count)
+            self.reported_count = stored_count
         except SQLAlchemyError as error:
             db.session.rollback()
             log.warning("Task %s: could not post %r (%s)", self.task_id, stage, error.__class__.__name__)
@@ -250,9 +270,10 @@ def make_source(mode: str, client, path: str, user_id: int, subscription: str) -
     return PullSource(client, path, user_id=user_id, subscription=subscription)
 
 
-def run_polling_task(task_id: str) -> str:
+def run_polling_task(task_id: str, stream: int = 0) -> str:
     """Poll the Task's subscription until stopped; every outcome ends in a task_progress notification.
 
+    `stream` says which of the Task's jobs this is (Task.streams of them share the subscription).
     Runs inside an application context. Returns the final stage ("Finished" or "Failed: ...").
     """
     config = current_app.config
@@ -273,7 +294,7 @@ def run_polling_task(task_id: str) -> str:
             source = make_source(mode, client, path, task.user_id, subscription)
             writer = BatchWriter(db.engine, task.user_id, task_id)
             db.session.rollback()
-            poller = Poller(task_id, source, writer)
+            poller = Poller(task_id, source, writer, stream=stream)
             stored = poller.run()
         finally:
             client.close()
@@ -306,6 +327,7 @@ def run_polling_task(task_id: str) -> str:
         except SQLAlchemyError:
             log.exception("Task %s: could not record the failure", task_id)
         return f"Failed: {reason}"
-    log.info("Task %s finished after storing %d new messages", task_id, stored)
-    end_task(task_id, "Finished", mode)
+    log.info("Task %s (stream %d) finished after storing %d new messages", task_id, stream, stored)
+    if stream == 0:
+        end_task(task_id, "Finished", mode)
     return "Finished"
