@@ -111,3 +111,17 @@ def test_healthz_is_503_when_redis_is_down(app, database_url):
     assert dead_redis not in response.get_data(as_text=True)
     with down.app_context():
         db.engine.dispose()
+
+
+def test_deploy_gives_the_admin_the_default_subscription_once(app, runner):
+    from app.models import Subscription
+    from tests.conftest import drop_schema
+
+    drop_schema(app)
+    app.config["SUBSCRIPTION_NAME"] = "projects/test-project/subscriptions/builds"
+    for _ in range(2):
+        result = runner.invoke(args=["deploy"])
+        assert result.exit_code == 0, result.output
+    with app.app_context():
+        rows = db.session.execute(sa.select(User.username, Subscription.name).join(Subscription.user)).all()
+    assert rows == [("admin", "projects/test-project/subscriptions/builds")]
