@@ -14,6 +14,17 @@ topic with four fresh subscriptions, and drains one subscription each way:
 (c) and (d) are timed from the job's "Polling" notification to the last row
 committed, so worker start-up is not counted. It prints the rates, the ratios c/a,
 d/b and d/c, and the work-horse's peak memory (VmHWM). Not run in CI.
+
+    .venv/bin/python bench/ingest.py --scale-out --database postgresql --repeat 3
+
+Scale-out mode: in each pull mode, 1, 2 and 4 `rq worker` processes (the Procfile's
+PollingWorker) run one Task started with streams=W, on a fresh topic and subscription
+per run holding a backlog of --streaming-count / --batch-count messages. The rate
+counts from the moment every stream is polling to the last row stored. It prints the
+rate against one worker and against the bare client (same count, fresh subscription),
+duplicates and lost messages (both must be 0), and the CPU each part used during the
+drain (work horses, this database's PostgreSQL backends, the emulator, in cores) with
+the machine's busy share, to show what bounds the rate.
 """
 
 from __future__ import annotations
@@ -203,12 +214,211 @@ def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, ca
     return database_url, drop
 
 
+# --- scale-out: one subscription shared by 1, 2 and 4 worker processes (Task.streams) ----------------
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by the emulator, this database's PostgreSQL backends, the work horses and the machine."""
+
+    def __init__(self, engine: sa.Engine, database: str, emulator_pid: int, worker_pids: list[int]):
+        self.engine, self.database = engine, database
+        self.emulator_pid, self.worker_pids = emulator_pid, worker_pids
+
+    def sample(self) -> dict[str, float]:
+        with self.engine.connect() as connection:
+            backends = connection.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": self.database}).scalars().all()
+        horses = [child for pid in self.worker_pids for child in child_pids(pid)]
+        busy, total = machine_busy_seconds()
+        emulator = [self.emulator_pid, *child_pids(self.emulator_pid)]  # the launcher script and its java
+        return {"emulator": sum(process_cpu_seconds(pid) for pid in emulator),
+                "postgres": sum(process_cpu_seconds(pid) for pid in backends),
+                "horses": sum(process_cpu_seconds(pid) for pid in horses),
+                "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def fresh_subscription(client, publisher, name: str) -> tuple[str, str]:
+    topic_path = publisher.topic_path(PROJECT, name)
+    subscription_path = client.subscription_path(PROJECT, name)
+    publisher.create_topic(name=topic_path)
+    client.create_subscription(name=subscription_path, topic=topic_path, ack_deadline_seconds=60)
+    return topic_path, subscription_path
+
+
+def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: str, redis: RedisServer,
+                  emulator: PubSubEmulator, client, publisher, log_dir: Path) -> dict:
+    """W rq workers (the Procfile's worker class) run one Task with streams=W on a fresh subscription."""
+    from app import create_app
+    from app.extensions import db
+    from app.models import Task, User
+    from app.resume import alive_key
+    from config import Config
+
+    name = f"scale-{mode}-{workers}-{uuid.uuid4().hex[:6]}"
+    fresh_subscription(client, publisher, name)
+    publish(emulator.host, name, count, size)
+    queue = f"bench-{name}"
+    settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "RQ_QUEUE": queue,
+                "GCP_PROJECT_ID": PROJECT, "PUBSUB_EMULATOR_HOST": emulator.host, "PUBSUB_PULL_MODE": mode,
+                "SECRET_KEY": "bench", "TESTING": True}
+    app = create_app(type("BenchConfig", (Config,), settings))
+    env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis.url, GCP_PROJECT_ID=PROJECT,
+               PUBSUB_EMULATOR_HOST=emulator.host, PUBSUB_PULL_MODE=mode, SECRET_KEY="bench", LOG_TO_STDOUT="1")
+    rq = str(Path(sys.executable).with_name("rq"))
+    processes, logs = [], []
+    try:
+        for number in range(workers):
+            log = open(log_dir / f"{name}-worker{number}.log", "wb")  # noqa: SIM115 - closed below
+            logs.append(log)
+            processes.append(subprocess.Popen(
+                [rq, "worker", "-u", redis.url, "-w", "app.worker.PollingWorker", queue], cwd=ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        engine = sa.create_engine(database_url)
+        database = engine.url.database
+        meter = CpuMeter(engine, database, emulator.process.pid, [process.pid for process in processes])
+
+        def stored() -> int:
+            with engine.connect() as connection:
+                return connection.execute(sa.text("SELECT count(*) FROM user_item WHERE subscription = :s"),
+                                          {"s": name}).scalar()
+
+        with app.app_context():
+            user = User(username=name, email=f"{name}@example.com")
+            db.session.add(user)
+            db.session.commit()
+            task = user.launch_task("polling_subscription", f"Bench {name}", name, streams=workers)
+            task_id, job_ids = task.id, task.job_ids()
+            db.session.commit()
+        # The rate counts from the moment every stream is polling (each has heartbeated once).
+        deadline = time.monotonic() + 120
+        while not all(app.redis.exists(alive_key(job_id)) for job_id in job_ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: not every stream started; see {log_dir}")
+            time.sleep(0.02)
+        start = meter.sample()
+        stored_at_start = stored()
+        deadline = time.monotonic() + 600
+        while (stored_now := stored()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: stored only {stored_now} of {count}")
+            time.sleep(0.05)
+        end = meter.sample()
+        time.sleep(2)  # a duplicate would arrive now
+        with engine.connect() as connection:
+            rows, distinct = connection.execute(sa.text(
+                "SELECT count(*), count(DISTINCT message_id) FROM user_item WHERE subscription = :s"),
+                {"s": name}).one()
+            task_count = connection.execute(sa.text("SELECT stored_count FROM task WHERE id = :id"),
+                                            {"id": task_id}).scalar()
+        with app.app_context():
+            db.session.execute(sa.update(Task).where(Task.id == task_id).values(complete=True))
+            db.session.commit()
+        seconds = end["wall"] - start["wall"]
+        cpu = {key: (end[key] - start[key]) / seconds for key in ("emulator", "postgres", "horses")}
+        busy = (end["machine_busy"] - start["machine_busy"]) / (end["machine_total"] - start["machine_total"])
+        time.sleep(3)
+        engine.dispose()
+        return {"rate": (count - stored_at_start) / seconds, "seconds": seconds, "measured": count - stored_at_start,
+                "duplicates": rows - distinct, "lost": count - distinct, "task_count": task_count, "cpu": cpu,
+                "machine_busy": busy}
+    finally:
+        for process in processes:
+            stop_process(process, timeout=15)
+        for log in logs:
+            log.close()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def bare_run(mode: str, count: int, size: int, emulator: PubSubEmulator, client, publisher) -> float:
+    name = f"bare-{mode}-{uuid.uuid4().hex[:6]}"
+    _, path = fresh_subscription(client, publisher, name)
+    publish(emulator.host, name, count, size)
+    seconds = (bare_streaming if mode == "streaming" else bare_pull)(client, path, count)
+    return count / seconds
+
+
+def scale_out(args, emulator: PubSubEmulator, redis: RedisServer, database_url: str, workdir: Path) -> None:
+    import statistics
+
+    from google.cloud import pubsub_v1
+
+    from app.pubsub import make_subscriber_client
+
+    publisher = pubsub_v1.PublisherClient()
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    counts = {"streaming": args.streaming_count, "batch": args.batch_count}
+    worker_counts = [int(value) for value in args.workers.split(",")]
+    summary = []
+    for mode in args.modes.split(","):
+        count = counts[mode]
+        bare = [bare_run(mode, count, args.size, emulator, client, publisher) for _ in range(args.repeat)]
+        bare_rate = statistics.median(bare)
+        print(f"\n{mode}: bare {'StreamingPull' if mode == 'streaming' else 'unary Pull'} drain of {count:,}: "
+              f"{', '.join(f'{rate:,.0f}' for rate in bare)} msg/s (median {bare_rate:,.0f}); load "
+              f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+        rates = {}
+        for workers in worker_counts:
+            results = []
+            for _ in range(args.repeat):
+                result = scale_out_run(mode, workers, count, args.size, database_url, redis, emulator, client,
+                                       publisher, workdir)
+                results.append(result)
+                cpu = result["cpu"]
+                print(f"  {workers} worker(s): {result['rate']:8,.0f} msg/s over {result['measured']:,} messages "
+                      f"in {result['seconds']:.1f} s; duplicates {result['duplicates']}, lost {result['lost']}, "
+                      f"task count {result['task_count']:,}; CPU (cores): horses {cpu['horses']:.2f}, "
+                      f"postgres {cpu['postgres']:.2f}, emulator {cpu['emulator']:.2f}; machine busy "
+                      f"{result['machine_busy'] * 100:.0f}% of 2 cores; load "
+                      f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+            rates[workers] = statistics.median(result["rate"] for result in results)
+            summary.append((mode, workers, rates[workers], rates[workers] / rates[worker_counts[0]],
+                            rates[workers] / bare_rate,
+                            sum(result["duplicates"] for result in results), sum(result["lost"] for result in results)))
+    print("\nscale-out summary (medians):")
+    for mode, workers, rate, vs_one, vs_bare, duplicates, lost in summary:
+        print(f"  {mode:9s} {workers} worker(s): {rate:8,.0f} msg/s  x{vs_one:.2f} vs 1 worker  "
+              f"x{vs_bare:.2f} vs bare client  duplicates {duplicates}  lost {lost}")
+    client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20_000, help="messages to publish (default 20,000)")
     parser.add_argument("--size", type=int, default=1000, help="approximate message size in bytes (default 1,000)")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--database-url", help="PostgreSQL server URL; a fresh database is created on it")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="instead: 1, 2 and 4 workers sharing one subscription (Task.streams), in each mode")
+    parser.add_argument("--workers", default="1,2,4", help="scale-out: worker counts (default 1,2,4)")
+    parser.add_argument("--modes", default="streaming,batch", help="scale-out: pull modes")
+    parser.add_argument("--streaming-count", type=int, default=20_000, help="scale-out: messages per streaming run")
+    parser.add_argument("--batch-count", type=int, default=60_000, help="scale-out: messages per batch run")
+    parser.add_argument("--repeat", type=int, default=1, help="scale-out: runs per setting (medians reported)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="pubsub-bench-"))
@@ -217,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
     database_url, drop_database = prepare_database(args.database, args.database_url, workdir)
     try:
+        if args.scale_out:
+            print(f"scale-out on {args.database}; about {args.size:,}-byte messages; logs in {workdir}", flush=True)
+            scale_out(args, emulator, redis, database_url, workdir)
+            return 0
         from google.cloud import pubsub_v1
 
         from app.pubsub import make_subscriber_client
