@@ -149,10 +149,11 @@ class Poller:
         self.source.stop_receiving()
         if self.write_failures == 0:
             while True:
-                batch = self.source.receive(0)
-                if batch is None:
-                    break
-                if not self.store(batch):
+                try:
+                    batch = self.source.receive(0)
+                except SourceError:
+                    break  # an error already reported, or one that no longer matters
+                if batch is None or not self.store(batch):
                     break
         self.source.close()
 

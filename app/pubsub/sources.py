@@ -124,6 +124,7 @@ class PullSource:
     def reconnect(self) -> None:
         if self._puller is not None:
             self._puller.join(timeout=self.pull_timeout + 5)
+        self._pending_error = None  # the error that brought us here has been handled
         self.open()
 
     def stop_receiving(self) -> None:
