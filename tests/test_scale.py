@@ -237,3 +237,24 @@ def task_count(app, task_id: str) -> int:
         count = db.session.scalar(sa.select(Task.stored_count).where(Task.id == task_id))
         db.session.rollback()
         return count or 0
+
+
+# --- rendered rows are cached per process, keyed by the message ----------------------------------
+
+
+def test_a_reused_item_id_never_shows_the_cached_row_of_another_message(app, client, auth):
+    from tests.conftest import store_item
+
+    user_id = create_user(app, "alice")
+    auth.login()
+    item_id = store_item(app, user_id, {"first": "message"}, message_id="m-1")
+    first = client.get("/useritems?after=0").get_json()
+    assert "first" in first["items"][0]
+    assert client.get("/useritems?after=0").get_json()["items"] == first["items"]  # served again, the same
+    with app.app_context():
+        db.session.execute(sa.delete(UserItem).where(UserItem.id == item_id))
+        db.session.add(UserItem(id=item_id, user_id=user_id, subscription=app.config["SUBSCRIPTION_NAME"],
+                                message_id="m-2", data_text='{"second": "message"}', is_json=True, size=21))
+        db.session.commit()
+    row = client.get("/useritems?after=0").get_json()["items"][0]
+    assert "second" in row and "first" not in row

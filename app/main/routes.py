@@ -1,3 +1,6 @@
+import threading
+from collections import OrderedDict
+
 import sqlalchemy as sa
 from flask import Response, abort, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -29,9 +32,53 @@ def visible_user(username: str | None) -> User:
     return user
 
 
+class RenderedRows:
+    """The app's recently rendered item rows, newest use last (an LRU, shared by a process's threads).
+
+    A stored message never changes, and highlighting it costs about a millisecond, so the many
+    tabs watching one user's messages render each row once per process instead of once per poll.
+    The key holds (subscription, message_id) as well as the id, so a reused id can never show
+    another message.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.rows: OrderedDict[tuple, str] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple) -> str | None:
+        with self.lock:
+            row = self.rows.get(key)
+            if row is not None:
+                self.rows.move_to_end(key)
+            return row
+
+    def put(self, key: tuple, row: str) -> None:
+        with self.lock:
+            self.rows[key] = row
+            if len(self.rows) > self.size:
+                self.rows.popitem(last=False)
+
+
+def rendered_rows() -> RenderedRows:
+    cache = current_app.extensions.get("rendered_item_rows")
+    if cache is None:
+        cache = current_app.extensions.setdefault(
+            "rendered_item_rows", RenderedRows(current_app.config["RENDERED_ROWS_CACHED"])
+        )
+    return cache
+
+
 def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: bytes | None) -> str:
-    data = render_data(item, previewed=True, text=text_preview, raw=bytes_preview)
-    return render_template("main/_useritem.html", item=item, data=data, attributes=render_attributes(item))
+    """The item's row in the list (_useritem.html); the same for every viewer."""
+    key = (item.id, item.subscription, item.message_id)
+    cache = rendered_rows()
+    row = cache.get(key)
+    if row is None:
+        data = render_data(item, previewed=True, text=text_preview, raw=bytes_preview)
+        row = render_template("main/_useritem.html", item=item, data=data, attributes=render_attributes(item))
+        cache.put(key, row)
+    return row
 
 
 def list_items(query: sa.Select, limit: int) -> list:
