@@ -38,6 +38,7 @@ from stack import (
     sign_in,
     start_procfile_process,
     start_web,
+    started_ticks,
     stop,
     wait,
 )
@@ -47,11 +48,13 @@ PASSWORD = "soak-password-1"
 
 
 def memory(worker_pid: int, web_pid: int) -> dict[str, int]:
-    horses = children(worker_pid)
+    # `--with-scheduler` forks rq's scheduler first; the work horse is the worker's newest child.
+    worker_children = sorted(children(worker_pid), key=started_ticks)
     web_workers = children(web_pid)
     return {
         "worker": rss_kb(worker_pid),
-        "horse": sum(rss_kb(pid) for pid in horses),
+        "horse": rss_kb(worker_children[-1]) if worker_children else 0,
+        "scheduler": sum(rss_kb(pid) for pid in worker_children[:-1]),
         "web_master": rss_kb(web_pid),
         "web_workers": sum(rss_kb(pid) for pid in web_workers),
     }
@@ -60,7 +63,8 @@ def memory(worker_pid: int, web_pid: int) -> dict[str, int]:
 def show(label: str, sample: dict[str, int], started: float) -> None:
     minutes = (time.monotonic() - started) / 60
     print(f"[{minutes:5.1f} min] {label:22s} worker {sample['worker'] / 1024:6.1f} MB  "
-          f"horse {sample['horse'] / 1024:6.1f} MB  web master {sample['web_master'] / 1024:5.1f} MB  "
+          f"horse {sample['horse'] / 1024:6.1f} MB  scheduler {sample['scheduler'] / 1024:5.1f} MB  "
+          f"web master {sample['web_master'] / 1024:5.1f} MB  "
           f"web workers {sample['web_workers'] / 1024:6.1f} MB  load {load_average()}", flush=True)
 
 
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"page polls: {len(ordered):,}, median {statistics.median(ordered) * 1000:.1f} ms, "
                   f"max {ordered[-1] * 1000:.1f} ms, errors {pages.errors}")
         for label, end in (("end of idle", before_burst), ("after the burst", after_burst)):
-            for key in ("worker", "horse", "web_master", "web_workers"):
+            for key in ("worker", "horse", "scheduler", "web_master", "web_workers"):
                 ratio = end[key] / first[key] if first[key] else float("nan")
                 print(f"{key:11s} first minute {first[key] / 1024:6.1f} MB -> {label} {end[key] / 1024:6.1f} MB "
                       f"({ratio:.2f}x)")

@@ -102,6 +102,14 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def started_ticks(pid: int) -> int:
+    """When a process started, in clock ticks since boot (0 when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of one process in kB (0 when it is gone)."""
     try:
