@@ -171,3 +171,74 @@ def test_admin_may_view_alices_page_and_items(app, client, auth, alice_data):
     assert alice_data["item_id"] in listed["ids"]
     assert client.get(f"/useritems/{alice_data['item_id']}").status_code == 200
     assert client.get(f"/useritems/{alice_data['item_id']}/data").status_code == 200
+
+
+# --- the issue 8 endpoints: search, export, activity, subscriptions panel, admin ----------------
+
+
+@pytest.fixture
+def alice_subscription(app, alice_data):
+    from app.models import Subscription
+
+    with app.app_context():
+        alice = db.session.scalar(sa.select(User).where(User.username == "alice"))
+        subscription = Subscription(user_id=alice.id, name=ALICE_SUBSCRIPTION)
+        db.session.add(subscription)
+        db.session.commit()
+        return subscription.id
+
+
+def test_bob_finds_nothing_of_alices_through_search_export_or_activity(app, client, auth, alice_data):
+    create_user(app, "bob")
+    auth.login("bob")
+    # The search box echoes the query, so search for a part of the secret and look for all of it.
+    paths = ["/explore", "/explore?q=alice-private", f"/explore?sub={ALICE_SUBSCRIPTION}&user=alice",
+             "/explore/items?after=0", "/explore/items?after=0&q=alice-private&user=alice",
+             "/explore/export.jsonl", "/explore/export.csv?user=alice", "/activity", "/activity?user=alice"]
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code in (200, 400, 403), f"{path}: {response.status_code}"
+        body = response.get_data(as_text=True)
+        assert SECRET_DATA not in body and SECRET_ATTRIBUTE not in body, path
+
+
+def test_alice_finds_her_own_message_through_search_and_export(app, client, auth, alice_data):
+    """The positive control for the test above."""
+    auth.login("alice")
+    assert SECRET_DATA in client.get("/explore/export.jsonl").get_data(as_text=True)
+    assert SECRET_DATA in client.get("/explore/export.csv").get_data(as_text=True)
+    assert SECRET_DATA in client.get("/explore/items?after=0&q=alice-private").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "delete"])
+def test_bob_cannot_act_on_alices_subscription(app, client, auth, alice_data, alice_subscription, action):
+    from app.models import Subscription
+
+    create_user(app, "bob")
+    auth.login("bob")
+    token = auth.csrf_token("/user/bob")
+    response = client.post(f"/subscriptions/{alice_subscription}/{action}", data={"csrf_token": token})
+    assert response.status_code in (403, 404)
+    assert alice_task_complete(app) is False
+    with app.app_context():
+        assert db.session.get(Subscription, alice_subscription) is not None
+        assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 1  # no task started for anyone
+
+
+def test_alice_can_stop_polling_from_her_subscription_panel(app, client, auth, alice_data, alice_subscription):
+    """The positive control: the same request by the owner works."""
+    auth.login("alice")
+    token = auth.csrf_token("/user/alice")
+    client.post(f"/subscriptions/{alice_subscription}/stop", data={"csrf_token": token})
+    assert alice_task_complete(app) is True
+
+
+def test_only_admins_may_publish_or_replay(app, client, auth, alice_data):
+    create_user(app, "bob")
+    auth.login("bob")
+    token = auth.csrf_token("/user/bob")
+    assert client.get("/admin/publish").status_code == 403
+    assert client.post("/admin/publish", data={"csrf_token": token, "topic": "t", "data": "x"}).status_code == 403
+    response = client.post(f"/admin/replay/{alice_data['item_id']}", data={"csrf_token": token})
+    assert response.status_code == 403
+    assert SECRET_DATA not in response.get_data(as_text=True)
