@@ -56,7 +56,8 @@ def test_every_page_runs_in_chromium_without_a_csp_violation(app, context):
     page.wait_for_selector(f"#item-{item_id}")
     page.wait_for_timeout(6_000)  # one live poll of /notifications and /useritems
     assert violations(page) == []
-    for path in [f"/useritems/{item_id}", "/no-such-page", "/user/alice"]:
+    for path in [f"/useritems/{item_id}", "/explore?q=highlighted", "/activity", "/subscriptions",
+                 "/no-such-page", "/user/alice"]:
         page.goto(path)
         page.wait_for_load_state("networkidle")
         assert violations(page) == [], path
