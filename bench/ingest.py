@@ -23,8 +23,9 @@ per run holding a backlog of --streaming-count / --batch-count messages. The rat
 counts from the moment every stream is polling to the last row stored. It prints the
 rate against one worker and against the bare client (same count, fresh subscription),
 duplicates and lost messages (both must be 0), and the CPU each part used during the
-drain (work horses, this database's PostgreSQL backends, the emulator, in cores) with
-the machine's busy share, to show what bounds the rate.
+drain (work horses, this database's PostgreSQL backends, the emulator, in cores), the
+time their threads sat runnable waiting for a CPU (schedstat), and the machine's busy
+share, to show what bounds the rate.
 """
 
 from __future__ import annotations
@@ -233,6 +234,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait_seconds(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(path.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 class CpuMeter:
     """CPU seconds used by the emulator, this database's PostgreSQL backends, the work horses and the machine."""
 
@@ -251,6 +263,9 @@ class CpuMeter:
         return {"emulator": sum(process_cpu_seconds(pid) for pid in emulator),
                 "postgres": sum(process_cpu_seconds(pid) for pid in backends),
                 "horses": sum(process_cpu_seconds(pid) for pid in horses),
+                "emulator_wait": sum(run_queue_wait_seconds(pid) for pid in emulator),
+                "postgres_wait": sum(run_queue_wait_seconds(pid) for pid in backends),
+                "horses_wait": sum(run_queue_wait_seconds(pid) for pid in horses),
                 "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
 
 
@@ -338,7 +353,8 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
             db.session.execute(sa.update(Task).where(Task.id == task_id).values(complete=True))
             db.session.commit()
         seconds = end["wall"] - start["wall"]
-        cpu = {key: (end[key] - start[key]) / seconds for key in ("emulator", "postgres", "horses")}
+        cpu = {key: (end[key] - start[key]) / seconds
+               for key in ("emulator", "postgres", "horses", "emulator_wait", "postgres_wait", "horses_wait")}
         busy = (end["machine_busy"] - start["machine_busy"]) / (end["machine_total"] - start["machine_total"])
         time.sleep(3)
         engine.dispose()
@@ -392,7 +408,9 @@ def scale_out(args, emulator: PubSubEmulator, redis: RedisServer, database_url: 
                 print(f"  {workers} worker(s): {result['rate']:8,.0f} msg/s over {result['measured']:,} messages "
                       f"in {result['seconds']:.1f} s; duplicates {result['duplicates']}, lost {result['lost']}, "
                       f"task count {result['task_count']:,}; CPU (cores): horses {cpu['horses']:.2f}, "
-                      f"postgres {cpu['postgres']:.2f}, emulator {cpu['emulator']:.2f}; machine busy "
+                      f"postgres {cpu['postgres']:.2f}, emulator {cpu['emulator']:.2f}; waiting for a CPU "
+                      f"(cores): horses {cpu['horses_wait']:.2f}, postgres {cpu['postgres_wait']:.2f}, emulator "
+                      f"{cpu['emulator_wait']:.2f}; machine busy "
                       f"{result['machine_busy'] * 100:.0f}% of 2 cores; load "
                       f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
             rates[workers] = statistics.median(result["rate"] for result in results)
