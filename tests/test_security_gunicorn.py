@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -134,8 +135,9 @@ def test_eleventh_failed_sign_in_gets_429_across_two_gunicorn_workers(app, gunic
     assert statuses == [401] * 10
     assert eleventh.status_code == 429
     assert "Too many failed sign-in attempts" in eleventh.text
-    failed_by = [pid for pid, status, method, path in server.access_lines() if method == "POST" and status == 401]
-    assert failed_by[:5] == [first_worker] * 5 and failed_by[5:10] == [second_worker] * 5
+    # Each worker writes its own access lines, so their order in the shared log is not exact.
+    failed_by = Counter(pid for pid, status, method, _ in server.access_lines() if (method, status) == ("POST", 401))
+    assert failed_by == {first_worker: 5, second_worker: 5}
 
 
 def test_sign_in_keeps_working_and_limiting_when_redis_is_down(app, gunicorn_factory):
