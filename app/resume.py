@@ -66,15 +66,19 @@ def job_is_alive(task: Task, redis: Redis, now: datetime) -> bool:
         if redis.exists(alive_key(job_id)):
             continue
         try:
-            status = Job.fetch(job_id, connection=redis).get_status()
+            job = Job.fetch(job_id, connection=redis)
+            status, job_started_at = job.get_status(), job.started_at
         except NoSuchJobError:
-            status = None
+            status = job_started_at = None
         if status in WAITING_STATUSES:
+            continue
+        # Picked up a moment ago: its work horse is still starting and has not heartbeated yet.
+        if status == JobStatus.STARTED and _recent(job_started_at, now):
             continue
         if len(job_ids) == 1 and _recent(task.heartbeat_at, now):
             continue
-        # Launched a moment ago and not yet heartbeating: give the job time to start.
-        if task.heartbeat_at is None and _recent(task.started_at, now):
+        # Launched a moment ago and not yet heartbeating: give the jobs time to start.
+        if (task.heartbeat_at is None or len(job_ids) > 1) and _recent(task.started_at, now):
             continue
         return False
     return True

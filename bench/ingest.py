@@ -302,7 +302,8 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
                 "SECRET_KEY": "bench", "TESTING": True}
     app = create_app(type("BenchConfig", (Config,), settings))
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis.url, GCP_PROJECT_ID=PROJECT,
-               PUBSUB_EMULATOR_HOST=emulator.host, PUBSUB_PULL_MODE=mode, SECRET_KEY="bench", LOG_TO_STDOUT="1")
+               PUBSUB_EMULATOR_HOST=emulator.host, PUBSUB_PULL_MODE=mode, SECRET_KEY="bench", LOG_TO_STDOUT="1",
+               RQ_QUEUE=queue)
     rq = str(Path(sys.executable).with_name("rq"))
     processes, logs = [], []
     try:

@@ -189,6 +189,12 @@ def test_a_task_is_alive_only_while_every_stream_is(app):
         now = utcnow()
         mark_alive(app.redis, task.id)
         assert not job_is_alive(task, app.redis, now)  # stream 1 is gone, although the Task heartbeats
+        # Waiting in the queue for a free worker counts as alive.
+        job = app.task_queue.enqueue("app.tasks.polling_subscription", user_id, "s", stream=1,
+                                     job_id=f"{task.id}-1")
+        assert job_is_alive(task, app.redis, now)
+        job.delete()
+        assert not job_is_alive(task, app.redis, now)
         mark_alive(app.redis, f"{task.id}-1")
         assert job_is_alive(task, app.redis, now)
 
