@@ -49,6 +49,20 @@ $(function () {
       if (position === "top") { table.prepend(row); } else { table.append(row); }
     }
     if (seenIds.size) { $("#no-items").prop("hidden", true); }
+    if (position === "top") { trimOldRows(); }
+  }
+
+  // A tab left open on a busy subscription must not grow without bound: while the reader is at
+  // the top, rows beyond MAX_ROWS are dropped from the bottom; scrolling down fetches them again.
+  const MAX_ROWS = 500;
+  function trimOldRows() {
+    const rows = $("#useritems tr.useritem");
+    if (rows.length <= MAX_ROWS || $(window).scrollTop() > 200) { return; }
+    rows.slice(MAX_ROWS).each(function () {
+      seenIds.delete(Number($(this).data("item-id")));
+    }).remove();
+    oldestId = Number($("#useritems tr.useritem").last().data("item-id"));
+    noOlderItems = false;
   }
 
   function infoMessage(message) {
