@@ -24,7 +24,7 @@ def own_subscription(subscription_id: int) -> Subscription:
 
 
 def fellow_pollers(name: str) -> list[str]:
-    """Other users polling the same subscription now (they share its messages) or watching it."""
+    """Other users polling the same subscription now: they share its messages."""
     polling = sa.select(User.username).join(Task, Task.user_id == User.id).where(
         Task.subscription == name, Task.complete.is_(False), Task.name == POLLING_TASK, User.id != current_user.id
     )
