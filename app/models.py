@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -52,6 +54,14 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
+
+    def get_id(self) -> str:
+        """The id kept in the session and remember-me cookies, tied to the current password:
+        changing the password signs out every other session."""
+        return f"{self.id}:{self.password_fingerprint()}"
+
+    def password_fingerprint(self) -> str:
+        return hashlib.sha256((self.password_hash or "").encode()).hexdigest()[:16]
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -120,7 +130,13 @@ class User(UserMixin, db.Model):
 
 @login.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    user_key, _, fingerprint = user_id.partition(":")
+    if not user_key.isdigit():
+        return None
+    user = db.session.get(User, int(user_key))
+    if user is None or not hmac.compare_digest(fingerprint, user.password_fingerprint()):
+        return None
+    return user
 
 
 def stream_job_id(task_id: str, stream: int) -> str:

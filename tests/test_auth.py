@@ -156,3 +156,21 @@ def test_json_clients_get_json_errors_and_browsers_get_html(app, client, auth):
     assert as_json.is_json and as_json.get_json()["status"] == "error"
     as_html = client.get("/user/nobody", headers={"Accept": "text/html"})
     assert as_html.mimetype == "text/html"
+
+
+def test_changing_the_password_signs_out_other_sessions_but_not_this_one(app, client):
+    from tests.conftest import AuthActions
+
+    create_user(app, "alice")
+    other = app.test_client()
+    AuthActions(other).login(remember_me="y")
+    assert other.get("/user/alice").status_code == 200
+    auth = AuthActions(client)
+    auth.login()
+    token = auth.csrf_token("/user/alice")
+    response = client.post("/change_password", headers={"X-CSRFToken": token}, data={
+        "current_password": TEST_PASSWORD, "new_password": "a-new-password", "confirm_password": "a-new-password"})
+    assert response.status_code == 200
+    assert client.get("/user/alice").status_code == 200  # this session goes on
+    assert other.get("/user/alice").status_code == 302  # the other one, remember-me and all, is out
+    assert other.get("/notifications", headers={"Accept": "application/json"}).status_code == 401

@@ -119,7 +119,12 @@ def change_password():
         g.wrong_current_password = True
         current_app.logger.info("Wrong current password for user %s changing it", current_user.username)
         return jsonify({"status": "error", "error": "The current password is wrong."}), 400
-    current_user.set_password(form.new_password.data)
+    user = current_user._get_current_object()
+    user.set_password(form.new_password.data)
     db.session.commit()
-    current_app.logger.info("User %s changed their password", current_user.username)
+    # Other sessions and remember-me cookies carry the old password's fingerprint and are now
+    # signed out; this one is renewed.
+    remembered = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
+    login_user(user, remember=remembered)
+    current_app.logger.info("User %s changed their password", user.username)
     return jsonify({"status": "success", "message": "Password changed."})
