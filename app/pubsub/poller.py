@@ -22,6 +22,7 @@ from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, sub
 from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
 from app.resume import RESUMED_STAGE, mark_alive
+from app.security import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -259,10 +260,11 @@ def end_task(task_id: str, stage: str, mode: str | None, error: str | None = Non
     task.complete = True
     if task.finished_at is None:
         task.finished_at = datetime.now(UTC)
+    # Reasons come from client libraries; what the user and the database see is redacted like the logs.
     if error is not None:
-        task.last_error = error[:2000]
+        task.last_error = redact_secrets(error)[:2000]
     db.session.commit()
-    post_progress(task_id, stage, mode)
+    post_progress(task_id, redact_secrets(stage), mode)
 
 
 def make_source(mode: str, client, path: str, user_id: int, subscription: str) -> PullSource | StreamingSource:
