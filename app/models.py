@@ -212,6 +212,10 @@ class Notification(db.Model):
         return json.loads(self.payload_json)
 
 
+# What makes two deliveries the same message (see UserItem's unique constraint).
+DEDUP_KEY = ("subscription", "message_id", "publish_time")
+
+
 class UserItem(db.Model):
     """One received Pub/Sub message, stored as it arrived."""
 
@@ -236,7 +240,10 @@ class UserItem(db.Model):
     user: so.Mapped[User] = so.relationship(back_populates="items")
 
     __table_args__ = (
-        sa.UniqueConstraint("subscription", "message_id", name="uq_user_item_subscription_message_id"),
+        # A redelivery repeats all three. The publish time is part of the key because message ids
+        # are only unique per topic while it lives: the emulator numbers them from 1 after every
+        # restart, and a deleted and re-created topic may reuse them.
+        sa.UniqueConstraint(*DEDUP_KEY, name="uq_user_item_subscription_message_id_publish_time"),
         # The item list and the live poll walk a user's items by id.
         sa.Index("ix_user_item_user_id_id", "user_id", "id"),
         # The list narrowed to one subscription, and the activity chart and purge by time.

@@ -98,7 +98,8 @@ def make_task(app, subscription: str, username: str = "alice") -> tuple[int, str
 def sample_row(user_id: int, message_id: str, subscription: str = "sub-a") -> dict:
     from datetime import UTC, datetime
 
-    return {"user_id": user_id, "subscription": subscription, "message_id": message_id, "publish_time": None,
+    return {"user_id": user_id, "subscription": subscription, "message_id": message_id,
+            "publish_time": datetime(2026, 1, 1, tzinfo=UTC),
             "received_at": datetime.now(UTC), "data_text": "{}", "data_bytes": None, "is_json": True,
             "attributes_json": "{}", "ordering_key": None, "delivery_attempt": None, "size": 2}
 
@@ -112,6 +113,21 @@ def test_redelivered_message_is_stored_once(app):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UserItem)) == 3
         assert db.session.get(Task, task_id).stored_count == 3
         assert db.session.get(Task, task_id).heartbeat_at is not None
+
+
+def test_a_reused_message_id_with_another_publish_time_is_a_new_message(app):
+    """The emulator numbers message ids from 1 after each restart; those are new messages, not redeliveries."""
+    from datetime import UTC, datetime
+
+    user_id, task_id = make_task(app, "sub-a")
+    before_restart = sample_row(user_id, "1")
+    after_restart = sample_row(user_id, "1") | {"publish_time": datetime(2026, 1, 2, tzinfo=UTC)}
+    with app.app_context():
+        writer = BatchWriter(db.engine, user_id, task_id)
+        assert writer.write([before_restart]) == 1
+        assert writer.write([after_restart]) == 1
+        assert writer.write([before_restart, after_restart]) == 0  # and each is still stored once
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(UserItem)) == 2
 
 
 def test_writer_keeps_tabs_newlines_backslashes_and_bytes_exact(app):

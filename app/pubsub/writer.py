@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import Task, UserItem
+from app.models import DEDUP_KEY, Task, UserItem
 
 COLUMNS = [
     "user_id", "subscription", "message_id", "publish_time", "received_at", "data_text", "data_bytes",
@@ -61,7 +61,7 @@ def copy_line(row: dict[str, Any]) -> str:
 
 
 class BatchWriter:
-    """Stores rows for one user's task; a redelivered (subscription, message_id) is stored once.
+    """Stores rows for one user's task; a redelivered message (same DEDUP_KEY) is stored once.
 
     On PostgreSQL a batch is COPYed into a temporary table and moved over with
     INSERT ... SELECT ... ON CONFLICT DO NOTHING, about twice as fast as a
@@ -80,7 +80,7 @@ class BatchWriter:
         if self.is_postgresql:
             stage = sa.table(STAGE_TABLE, *(sa.column(name) for name in COLUMNS))
             self.insert = postgresql.insert(table).from_select(COLUMNS, sa.select(stage)).on_conflict_do_nothing(
-                index_elements=["subscription", "message_id"]
+                index_elements=list(DEDUP_KEY)
             )
             self.create_stage = sa.text(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ON COMMIT DELETE ROWS AS "
@@ -88,7 +88,7 @@ class BatchWriter:
             )
         else:
             self.insert = sqlite.insert(table).on_conflict_do_nothing(
-                index_elements=["subscription", "message_id"]
+                index_elements=list(DEDUP_KEY)
             ).returning(table.c.id)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
