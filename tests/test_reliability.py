@@ -217,7 +217,7 @@ def test_task_left_in_progress_without_a_job_is_resumed_within_60s(
     with app.app_context():
         # What a Redis flush leaves behind: the row says polling, no job exists anywhere.
         stale = Task(id="stale-task-0001", name=POLLING, description="Polling", user_id=user_id,
-                     subscription=pubsub_names["subscription"])
+                     subscription=pubsub_names["subscription"], started_at=utcnow() - timedelta(minutes=5))
         db.session.add(stale)
         db.session.commit()
     auth.login()
@@ -310,7 +310,7 @@ def test_deleted_subscription_fails_with_reason_and_is_not_retried(
                message="a Failed notification")
     failed = [stage for stage in progress_stages(app, user_id) if stage and stage.startswith("Failed")]
     assert failed[0].startswith("Failed: subscription not found"), failed
-    time.sleep(20)  # more than one reconcile pass: nothing restarts it
+    time.sleep(16)  # more than one reconcile pass (every 15 s): nothing restarts it
     assert active_tasks(app) == []
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Task)) == 1
