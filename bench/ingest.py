@@ -269,6 +269,33 @@ class CpuMeter:
                 "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
 
 
+class LockSampler(threading.Thread):
+    """Samples, every 20 ms, how many of this database's backends wait on the per-user advisory lock."""
+
+    def __init__(self, engine: sa.Engine, database: str):
+        super().__init__(daemon=True)
+        self.engine, self.database = engine, database
+        self.stopping = threading.Event()
+        self.samples: list[int] = []
+
+    def run(self) -> None:
+        query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
+                        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")
+        with self.engine.connect() as connection:
+            while not self.stopping.wait(0.02):
+                self.samples.append(connection.execute(query, {"name": self.database}).scalar())
+                connection.rollback()
+
+    def finish(self) -> tuple[float, float]:
+        """(mean waiters, share of samples with at least one waiter)."""
+        self.stopping.set()
+        self.join(5)
+        if not self.samples:
+            return 0.0, 0.0
+        return (sum(self.samples) / len(self.samples),
+                sum(1 for waiting in self.samples if waiting) / len(self.samples))
+
+
 def child_pids(pid: int) -> list[int]:
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -337,12 +364,15 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
             time.sleep(0.02)
         start = meter.sample()
         stored_at_start = stored()
+        locks = LockSampler(engine, database)
+        locks.start()
         deadline = time.monotonic() + 600
         while (stored_now := stored()) < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: stored only {stored_now} of {count}")
             time.sleep(0.05)
         end = meter.sample()
+        lock_waiters, lock_share = locks.finish()
         time.sleep(2)  # a duplicate would arrive now
         with engine.connect() as connection:
             rows, distinct = connection.execute(sa.text(
@@ -361,6 +391,7 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
         engine.dispose()
         return {"rate": (count - stored_at_start) / seconds, "seconds": seconds, "measured": count - stored_at_start,
                 "duplicates": rows - distinct, "lost": count - distinct, "task_count": task_count, "cpu": cpu,
+                "lock_waiters": lock_waiters, "lock_share": lock_share,
                 "machine_busy": busy}
     finally:
         for process in processes:
@@ -411,7 +442,8 @@ def scale_out(args, emulator: PubSubEmulator, redis: RedisServer, database_url: 
                       f"task count {result['task_count']:,}; CPU (cores): horses {cpu['horses']:.2f}, "
                       f"postgres {cpu['postgres']:.2f}, emulator {cpu['emulator']:.2f}; waiting for a CPU "
                       f"(cores): horses {cpu['horses_wait']:.2f}, postgres {cpu['postgres_wait']:.2f}, emulator "
-                      f"{cpu['emulator_wait']:.2f}; machine busy "
+                      f"{cpu['emulator_wait']:.2f}; advisory-lock waiters {result['lock_waiters']:.2f} "
+                      f"(some waiting {result['lock_share'] * 100:.0f}% of the time); machine busy "
                       f"{result['machine_busy'] * 100:.0f}% of 2 cores; load "
                       f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
             rates[workers] = statistics.median(result["rate"] for result in results)
