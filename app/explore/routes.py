@@ -31,7 +31,7 @@ from app.explore.charts import (
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
 from app.explore.filters import FilterError, ItemFilter
 from app.extensions import db
-from app.main.routes import MAX_ITEMS_PER_RESPONSE, list_items, render_item_row
+from app.main.routes import keyset_page, list_items, render_item_row
 from app.models import Subscription, UserItem
 
 
@@ -97,24 +97,7 @@ def explore_items():
     except FilterError as error:
         # Only scripts ask here: always JSON.
         return jsonify({"status": "error", "error": str(error), "code": 400}), 400
-    after = request.args.get("after", type=int)
-    before = request.args.get("before", type=int)
-    query = filtered_items(item_filter)
-    if before is not None:
-        limit = current_app.config["ITEMS_PER_PAGE"]
-        query = query.where(UserItem.id < before).order_by(UserItem.id.desc())
-    else:
-        limit = MAX_ITEMS_PER_RESPONSE
-        query = query.where(UserItem.id > (after or 0)).order_by(UserItem.id.asc())
-    rows = list_items(query, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return jsonify({
-        "status": "success" if rows else "unchanged",
-        "items": [render_item_row(*row) for row in rows],
-        "ids": [row[0].id for row in rows],
-        "more": more,
-    })
+    return keyset_page(filtered_items(item_filter))
 
 
 def _export(kind: str):

@@ -117,9 +117,17 @@ def user(username):
 def useritems():
     """Items newer than `after` (oldest first) or older than `before` (newest first), as rendered rows."""
     owner = visible_user(request.args.get("user"))
+    return keyset_page(owner.items.select())
+
+
+def keyset_page(query):
+    """One page of `query`'s items as JSON rows, by the request's `after` or `before` id.
+
+    `after` (the live poll) answers newer items oldest first, at most MAX_ITEMS_PER_RESPONSE;
+    `before` (infinite scroll) answers older items newest first, ITEMS_PER_PAGE of them.
+    """
     after = request.args.get("after", type=int)
     before = request.args.get("before", type=int)
-    query = owner.items.select()
     if before is not None:
         limit = current_app.config["ITEMS_PER_PAGE"]
         query = query.where(UserItem.id < before).order_by(UserItem.id.desc())
