@@ -83,9 +83,9 @@ def gunicorn_factory(app, tmp_path):
     servers: list[Gunicorn] = []
 
     def start(workers: int = 2, **env) -> Gunicorn:
-        server = Gunicorn(app, tmp_path / f"gunicorn-{len(servers)}.log", workers=workers, **env).start()
-        servers.append(server)
-        return server
+        server = Gunicorn(app, tmp_path / f"gunicorn-{len(servers)}.log", workers=workers, **env)
+        servers.append(server)  # before start(), so a server that never answers is stopped too
+        return server.start()
 
     yield start
     for server in servers:
