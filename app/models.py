@@ -187,6 +187,14 @@ class Task(db.Model):
         """The RQ job ids of this task's streams: the task's own id for the first, then `<id>-<n>`."""
         return [stream_job_id(self.id, stream) for stream in range(self.streams or 1)]
 
+    def request_stop(self) -> None:
+        """Mark the task complete; its job sees that within two seconds, flushes and posts "Finished".
+
+        The caller commits."""
+        self.complete = True
+        if self.finished_at is None:
+            self.finished_at = utcnow()
+
     def get_rq_job(self):
         from rq.exceptions import NoSuchJobError
         from rq.job import Job

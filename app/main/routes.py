@@ -262,9 +262,7 @@ def polling_pubsub():
         return jsonify({"status": "success", "task_id": task.id, "streams": streams}), 202
     if current_task is None:
         return jsonify({"status": "error", "task_id": 0}), 200
-    # The job sees the flag within two seconds, flushes, and posts "Finished".
-    current_task.complete = True
-    current_task.finished_at = utcnow()
+    current_task.request_stop()
     db.session.commit()
     current_app.logger.info(
         "User %s stopped polling %s (task %s)", current_user.username, subscription, current_task.id

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.main.routes import POLLING_TASK, task_status
-from app.models import Subscription, Task, User, utcnow
+from app.models import Subscription, Task, User
 from app.subscriptions import bp
 from app.subscriptions.checks import SubscriptionUnavailable, check_subscription
 from app.subscriptions.forms import AddSubscriptionForm
@@ -96,8 +96,7 @@ def stop(subscription_id):
     subscription = own_subscription(subscription_id)
     task = current_user.get_task_in_progress(POLLING_TASK, subscription.name)
     if task is not None:
-        task.complete = True
-        task.finished_at = utcnow()
+        task.request_stop()
         db.session.commit()
         current_app.logger.info("User %s stopped polling %s", current_user.username, subscription.name)
     flash(f"Stopped polling {subscription.name}.", "info")
@@ -111,8 +110,7 @@ def delete(subscription_id):
     subscription = own_subscription(subscription_id)
     task = current_user.get_task_in_progress(POLLING_TASK, subscription.name)
     if task is not None:
-        task.complete = True
-        task.finished_at = utcnow()
+        task.request_stop()
     db.session.delete(subscription)
     db.session.commit()
     flash(f"Removed {subscription.name}; its stored messages are kept.", "info")
