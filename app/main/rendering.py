@@ -11,6 +11,7 @@ from flask import current_app
 from markupsafe import Markup
 from pygments import highlight
 
+from app.main.jsonhtml import highlight_dumped_json
 from app.models import UserItem
 
 # Data larger than this is cut in the list; the detail view shows all of it.
@@ -31,8 +32,12 @@ class RenderedData:
 
 def highlight_json(value, sort_keys: bool = False) -> Markup:
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
-    # Pygments escapes the text it is given; the result is safe markup.
-    return Markup(highlight(text, current_app.json_lexer, current_app.html_formatter))
+    # Pygments' markup, written directly when the text is plain json.dumps output (app/main/jsonhtml.py).
+    html = highlight_dumped_json(text)
+    if html is None:
+        html = highlight(text, current_app.json_lexer, current_app.html_formatter)
+    # Both escape the text they are given; the result is safe markup.
+    return Markup(html)
 
 
 def hex_view(data: bytes) -> str:

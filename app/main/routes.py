@@ -76,7 +76,12 @@ def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: byt
     row = cache.get(key)
     if row is None:
         data = render_data(item, previewed=True, text=text_preview, raw=bytes_preview)
-        row = render_template("main/_useritem.html", item=item, data=data, attributes=render_attributes(item))
+        # The row needs no context processors: the template is rendered directly, which costs
+        # half as much as render_template on a path that renders up to 100 rows per request.
+        row = current_app.jinja_env.get_template("main/_useritem.html").render(
+            item=item, data=data, attributes=render_attributes(item),
+            detail_url=url_for("main.useritem", item_id=item.id),
+        )
         cache.put(key, row)
     return row
 
