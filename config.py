@@ -53,8 +53,9 @@ class Config:
     ITEMS_PER_PAGE = 50
     # A user's notifications older than this are pruned whenever they get a new one.
     NOTIFICATION_RETENTION_SECONDS = int(os.environ.get("NOTIFICATION_RETENTION_SECONDS") or 3600)
-    # Item rows each web process keeps rendered (about 5 kB each), for the many tabs watching one user.
-    RENDERED_ROWS_CACHED = int(os.environ.get("RENDERED_ROWS_CACHED") or 2000)
+    # Memory each web process gives to rendered item rows (a Cloud Build message's row is about
+    # 5 kB, so 32 MB holds some 6,000): many tabs watching one user render each row once.
+    RENDERED_ROWS_CACHE_MB = int(os.environ.get("RENDERED_ROWS_CACHE_MB") or 32)
     # Most pullers or streams one polling task may run at once (POST /polling_pubsub streams=N).
     MAX_POLLING_STREAMS = int(os.environ.get("MAX_POLLING_STREAMS") or 8)
     BOOTSTRAP_SERVE_LOCAL = True

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
+from stack import children, cpu_seconds, machine_busy_seconds, run_queue_wait_seconds  # noqa: E402
 
 from config import normalise_database_url  # noqa: E402
 from helpers.services import PubSubEmulator, RedisServer, stop_process  # noqa: E402
@@ -218,33 +219,6 @@ def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, ca
 # --- scale-out: one subscription shared by 1, 2 and 4 worker processes (Task.streams) ----------------
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / tick, sum(fields) / tick
-
-
-def process_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_queue_wait_seconds(pid: int) -> float:
-    """Seconds the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
-    total = 0
-    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(path.read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 1e9
-
-
 class CpuMeter:
     """CPU seconds used by the emulator, this database's PostgreSQL backends, the work horses and the machine."""
 
@@ -257,12 +231,12 @@ class CpuMeter:
             backends = connection.execute(sa.text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
                 {"name": self.database}).scalars().all()
-        horses = [child for pid in self.worker_pids for child in child_pids(pid)]
+        horses = [child for pid in self.worker_pids for child in children(pid)]
         busy, total = machine_busy_seconds()
-        emulator = [self.emulator_pid, *child_pids(self.emulator_pid)]  # the launcher script and its java
-        return {"emulator": sum(process_cpu_seconds(pid) for pid in emulator),
-                "postgres": sum(process_cpu_seconds(pid) for pid in backends),
-                "horses": sum(process_cpu_seconds(pid) for pid in horses),
+        emulator = [self.emulator_pid, *children(self.emulator_pid)]  # the launcher script and its java
+        return {"emulator": sum(cpu_seconds(pid) for pid in emulator),
+                "postgres": sum(cpu_seconds(pid) for pid in backends),
+                "horses": sum(cpu_seconds(pid) for pid in horses),
                 "emulator_wait": sum(run_queue_wait_seconds(pid) for pid in emulator),
                 "postgres_wait": sum(run_queue_wait_seconds(pid) for pid in backends),
                 "horses_wait": sum(run_queue_wait_seconds(pid) for pid in horses),
@@ -294,13 +268,6 @@ class LockSampler(threading.Thread):
             return 0.0, 0.0
         return (sum(self.samples) / len(self.samples),
                 sum(1 for waiting in self.samples if waiting) / len(self.samples))
-
-
-def child_pids(pid: int) -> list[int]:
-    try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def fresh_subscription(client, publisher, name: str) -> tuple[str, str]:

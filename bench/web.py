@@ -29,6 +29,7 @@ import argparse
 import io
 import itertools
 import json
+import os
 import random
 import re
 import statistics
@@ -41,7 +42,19 @@ from pathlib import Path
 
 import requests
 import sqlalchemy as sa
-from stack import FreshDatabase, RedisServer, app_env, load_average, sign_in, start_web, stop
+from stack import (
+    FreshDatabase,
+    RedisServer,
+    app_env,
+    children,
+    cpu_seconds,
+    load_average,
+    machine_busy_seconds,
+    run_queue_wait_seconds,
+    sign_in,
+    start_web,
+    stop,
+)
 
 USERS = 10
 PASSWORD = "bench-password-1"
@@ -231,6 +244,51 @@ class Page(threading.Thread):
             time.sleep(max(0.0, started + POLL_SECONDS - time.monotonic()))
 
 
+class CpuMeter:
+    """Where the machine's CPU goes during a phase: gunicorn, this database's PostgreSQL backends,
+    this process (the simulated pages and the writer), and everything else on the machine.
+
+    Run-queue wait (/proc/<pid>/task/*/schedstat) is time a thread was ready to run but had no
+    core: the part of a request's latency that is queueing for CPU rather than work.
+    """
+
+    def __init__(self, engine: sa.Engine, web_pid: int):
+        self.engine, self.web_pid = engine, web_pid
+        self.database = engine.url.database
+
+    def sample(self) -> dict[str, float]:
+        with self.engine.connect() as connection:
+            backends = connection.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": self.database}).scalars().all()
+        web = [self.web_pid, *children(self.web_pid)]
+        busy, total = machine_busy_seconds()
+        return {"web": sum(cpu_seconds(pid) for pid in web),
+                "web_wait": sum(run_queue_wait_seconds(pid) for pid in web),
+                "postgres": sum(cpu_seconds(pid) for pid in backends),
+                "postgres_wait": sum(run_queue_wait_seconds(pid) for pid in backends),
+                "bench": cpu_seconds(os.getpid()),
+                "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
+
+    @staticmethod
+    def difference(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+        """Cores used by each part over the phase, machine busy share, and per-request figures.
+
+        Backends that closed during the phase are not counted; the pool keeps them open.
+        """
+        wall = after["wall"] - before["wall"]
+        used = {key: after[key] - before[key] for key in before}
+        cores = os.cpu_count() or 1
+        other = used["machine_busy"] - used["web"] - used["postgres"] - used["bench"]
+        return {"web_cores": used["web"] / wall, "postgres_cores": used["postgres"] / wall,
+                "bench_cores": used["bench"] / wall, "other_cores": max(0.0, other) / wall,
+                "busy_share": used["machine_busy"] / used["machine_total"] if used["machine_total"] else 0.0,
+                "cores": cores,
+                "web_cpu_ms_per_request": used["web"] / max(1, requests) * 1000,
+                "web_wait_ms_per_request": used["web_wait"] / max(1, requests) * 1000,
+                "postgres_wait_ms_per_request": used["postgres_wait"] / max(1, requests) * 1000}
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -258,7 +316,8 @@ def server_times(log_path: Path, offset: int) -> tuple[dict[str, list[float]], i
 
 
 def run_phase(label: str, base_url: str, names: list[str], cookies: dict, clients: int, seconds: float,
-              log_path: Path, engine: sa.Engine, user_ids: list[int], next_index: int, warmup: float) -> dict:
+              log_path: Path, engine: sa.Engine, user_ids: list[int], next_index: int, warmup: float,
+              meter: CpuMeter) -> dict:
     offset = log_path.stat().st_size
     samples: dict[str, list[float]] = defaultdict(list)
     lock = threading.Lock()
@@ -272,8 +331,11 @@ def run_phase(label: str, base_url: str, names: list[str], cookies: dict, client
     started = time.monotonic()
     for page in pages:
         page.start()
+    time.sleep(max(0.0, measure_from - time.monotonic()))
+    cpu_before = meter.sample()
     for page in pages:
         page.join(warmup + seconds + 60)
+    cpu_after = meter.sample()
     elapsed = time.monotonic() - started
     writer.stopping.set()
     writer.join(10)
@@ -283,7 +345,14 @@ def run_phase(label: str, base_url: str, names: list[str], cookies: dict, client
     print(f"\n{label}: {clients} clients for {warmup:.0f} s warm-up + {seconds:.0f} s measured; "
           f"{total:,} requests measured, {total / (elapsed - warmup):.1f} req/s, "
           f"{errors} errors; load before {load_before}, after {load_average()}", flush=True)
-    result = {"throughput": total / (elapsed - warmup), "errors": errors, "next_index": writer.index}
+    cpu = CpuMeter.difference(cpu_before, cpu_after, total)
+    print(f"  CPU over the measured part ({cpu['cores']} cores, machine {cpu['busy_share']:.0%} busy): "
+          f"gunicorn {cpu['web_cores']:.2f} cores, PostgreSQL {cpu['postgres_cores']:.2f}, "
+          f"this bench (pages + writer) {cpu['bench_cores']:.2f}, everything else {cpu['other_cores']:.2f}; "
+          f"per request: gunicorn CPU {cpu['web_cpu_ms_per_request']:.1f} ms, waiting for a core: "
+          f"gunicorn {cpu['web_wait_ms_per_request']:.1f} ms, PostgreSQL {cpu['postgres_wait_ms_per_request']:.1f} ms",
+          flush=True)
+    result = {"throughput": total / (elapsed - warmup), "errors": errors, "next_index": writer.index, "cpu": cpu}
     for endpoint in ENDPOINTS:
         values = samples[endpoint]
         server_key = endpoint.split(" ")[0]
@@ -325,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             processes.append(web)
             cookies = {name: sign_in(base_url, name, PASSWORD)[0].cookies for name in names}
             stacks[label] = {"items": items, "engine": engine, "names": names, "user_ids": user_ids,
+                             "meter": CpuMeter(engine, web.pid),
                              "base_url": base_url, "cookies": cookies, "log": log_path, "next_index": items}
         results: dict[str, list[dict]] = {"small": [], "large": []}
         for round_number in range(1, args.rounds + 1):
@@ -333,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                 stack = stacks[label]
                 result = run_phase(f"round {round_number}, {stack['items']:,} items", stack["base_url"],
                                    stack["names"], stack["cookies"], args.clients, args.seconds, stack["log"],
-                                   stack["engine"], stack["user_ids"], stack["next_index"], args.warmup)
+                                   stack["engine"], stack["user_ids"], stack["next_index"], args.warmup,
+                                   stack["meter"])
                 stack["next_index"] = result["next_index"]
                 results[label].append(result)
 
@@ -354,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         for label in ("small", "large"):
             throughput = statistics.median(result["throughput"] for result in results[label])
             print(f"  throughput at {stacks[label]['items']:,} items: {throughput:.1f} req/s (median)")
+        for label in ("small", "large"):
+            cpu = {key: statistics.median(result["cpu"][key] for result in results[label])
+                   for key in results[label][0]["cpu"]}
+            print(f"  CPU at {stacks[label]['items']:,} items (medians): machine {cpu['busy_share']:.0%} busy; "
+                  f"gunicorn {cpu['web_cores']:.2f} cores, PostgreSQL {cpu['postgres_cores']:.2f}, "
+                  f"bench {cpu['bench_cores']:.2f}, other {cpu['other_cores']:.2f}; gunicorn "
+                  f"{cpu['web_cpu_ms_per_request']:.1f} ms CPU and {cpu['web_wait_ms_per_request']:.1f} ms "
+                  f"run-queue wait per request")
         print(f"load at the end: {load_average()}")
         for endpoint in ("/useritems?after (poll)", "/useritems?before (scroll)", "/notifications"):
             large = statistics.median(result[endpoint]["p99"] for result in results["large"])

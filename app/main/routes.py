@@ -1,3 +1,4 @@
+import sys
 import threading
 from collections import OrderedDict
 
@@ -35,14 +36,17 @@ def visible_user(username: str | None) -> User:
 class RenderedRows:
     """The app's recently rendered item rows, newest use last (an LRU, shared by a process's threads).
 
-    A stored message never changes, and highlighting it costs about a millisecond, so the many
-    tabs watching one user's messages render each row once per process instead of once per poll.
-    The key holds (subscription, message_id) as well as the id, so a reused id can never show
-    another message.
+    A stored message never changes, and rendering its row costs a few tenths of a millisecond,
+    so the many tabs watching one user's messages render each row once per process instead of
+    once per poll, and a scroll back through history is served from memory. The cache is bounded
+    by the memory its rows take, not by their number: a row of a large message is many times
+    the size of a small one's. The key holds (subscription, message_id) as well as the id, so a
+    reused id can never show another message.
     """
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.rows: OrderedDict[tuple, str] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -54,17 +58,25 @@ class RenderedRows:
             return row
 
     def put(self, key: tuple, row: str) -> None:
+        size = sys.getsizeof(row)
         with self.lock:
+            old = self.rows.pop(key, None)
+            if old is not None:
+                self.bytes -= sys.getsizeof(old)
+            if size > self.max_bytes:
+                return
             self.rows[key] = row
-            if len(self.rows) > self.size:
-                self.rows.popitem(last=False)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, evicted = self.rows.popitem(last=False)
+                self.bytes -= sys.getsizeof(evicted)
 
 
 def rendered_rows() -> RenderedRows:
     cache = current_app.extensions.get("rendered_item_rows")
     if cache is None:
         cache = current_app.extensions.setdefault(
-            "rendered_item_rows", RenderedRows(current_app.config["RENDERED_ROWS_CACHED"])
+            "rendered_item_rows", RenderedRows(current_app.config["RENDERED_ROWS_CACHE_MB"] * 1024 * 1024)
         )
     return cache
 

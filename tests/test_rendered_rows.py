@@ -1,0 +1,50 @@
+"""The web process's cache of rendered rows stays inside its memory budget and keeps what is in use."""
+
+import sys
+
+from app.main.routes import RenderedRows
+
+
+def row(key: int, length: int) -> str:
+    return f"<tr id=item-{key}>" + "x" * length
+
+
+def test_rows_are_evicted_least_recently_used_first_when_over_budget():
+    one = sys.getsizeof(row(1, 1000))
+    cache = RenderedRows(max_bytes=3 * one)
+    for key in (1, 2, 3):
+        cache.put((key, "sub", str(key)), row(key, 1000))
+    assert cache.get((1, "sub", "1")) == row(1, 1000)  # 1 is now the most recently used
+    cache.put((4, "sub", "4"), row(4, 1000))
+    assert cache.get((2, "sub", "2")) is None
+    assert [cache.get((key, "sub", str(key))) is not None for key in (1, 3, 4)] == [True, True, True]
+    assert cache.bytes == 3 * one <= cache.max_bytes
+
+
+def test_budget_counts_bytes_not_rows():
+    small = sys.getsizeof(row(1, 100))
+    cache = RenderedRows(max_bytes=20 * small)
+    for key in range(10):
+        cache.put((key, "sub", str(key)), row(key, 100))
+    assert len(cache.rows) == 10
+    cache.put((99, "sub", "99"), row(99, 15 * small))  # one large row pushes out the oldest small ones
+    assert cache.get((99, "sub", "99")) is not None
+    assert cache.bytes <= cache.max_bytes
+    assert len(cache.rows) < 10 and cache.get((0, "sub", "0")) is None
+
+
+def test_a_row_larger_than_the_whole_budget_is_not_kept_and_evicts_nothing():
+    cache = RenderedRows(max_bytes=10_000)
+    cache.put((1, "sub", "1"), row(1, 100))
+    cache.put((2, "sub", "2"), row(2, 50_000))
+    assert cache.get((2, "sub", "2")) is None
+    assert cache.get((1, "sub", "1")) is not None
+    assert cache.bytes == sys.getsizeof(row(1, 100))
+
+
+def test_putting_a_key_again_replaces_its_size():
+    cache = RenderedRows(max_bytes=100_000)
+    cache.put((1, "sub", "1"), row(1, 100))
+    cache.put((1, "sub", "1"), row(1, 5000))
+    assert cache.bytes == sys.getsizeof(row(1, 5000))
+    assert len(cache.rows) == 1
