@@ -1,4 +1,4 @@
-"""The list's fast JSON highlighter writes exactly what Pygments writes, or steps aside for it."""
+"""The list's one-pass JSON pretty-printer and highlighter writes exactly what Pygments writes, or steps aside."""
 
 import json
 import math
@@ -9,7 +9,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import JsonLexer
 
-from app.main.jsonhtml import highlight_dumped_json
+from app.main.jsonhtml import highlight_value
 
 LEXER = JsonLexer()
 FORMATTER = HtmlFormatter(style="friendly")
@@ -42,7 +42,8 @@ CORPUS = [
 ]
 
 
-def pygments_html(text: str) -> str:
+def pygments_html(value, sort_keys: bool = False) -> str:
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
     return highlight(text, LEXER, FORMATTER)
 
 
@@ -66,22 +67,22 @@ def random_value(rng: random.Random, depth: int = 0):
 @pytest.mark.parametrize("value", CORPUS, ids=range(len(CORPUS)))
 @pytest.mark.parametrize("sort_keys", [False, True])
 def test_same_markup_as_pygments(value, sort_keys):
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
-    assert highlight_dumped_json(text) == pygments_html(text)
+    assert highlight_value(value, sort_keys=sort_keys) == pygments_html(value, sort_keys)
 
 
 def test_same_markup_as_pygments_for_random_documents():
     rng = random.Random(20261129)
     for _ in range(3000):
-        text = json.dumps(random_value(rng), indent=2, ensure_ascii=False)
-        assert highlight_dumped_json(text) == pygments_html(text), text
+        value = random_value(rng)
+        assert highlight_value(value) == pygments_html(value), value
+
+
+def test_deep_nesting_is_indented_like_json_dumps():
+    value = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{"deep": 1}]]]]]]]]]]]]]]]]]]]]
+              ]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    assert highlight_value(value) == pygments_html(value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, [-math.inf], {"x": math.nan}])
-def test_text_json_dumps_can_write_but_json_cannot_hold_goes_to_pygments(value):
-    assert highlight_dumped_json(json.dumps(value, indent=2)) is None
-
-
-@pytest.mark.parametrize("text", ["{'single': 1}", "// comment\n{}", "[1,\r\n2]", "\tx", '"unterminated'])
-def test_text_that_is_not_json_dumps_output_goes_to_pygments(text):
-    assert highlight_dumped_json(text) is None
+def test_values_json_cannot_hold_are_left_to_pygments(value):
+    assert highlight_value(value) is None

@@ -11,7 +11,7 @@ from flask import current_app
 from markupsafe import Markup
 from pygments import highlight
 
-from app.main.jsonhtml import highlight_dumped_json
+from app.main.jsonhtml import highlight_value
 from app.models import UserItem
 
 # Data larger than this is cut in the list; the detail view shows all of it.
@@ -31,10 +31,10 @@ class RenderedData:
 
 
 def highlight_json(value, sort_keys: bool = False) -> Markup:
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
-    # Pygments' markup, written directly when the text is plain json.dumps output (app/main/jsonhtml.py).
-    html = highlight_dumped_json(text)
+    """The value pretty-printed (indent 2) and highlighted as Pygments does it (app/main/jsonhtml.py)."""
+    html = highlight_value(value, sort_keys=sort_keys)
     if html is None:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
         html = highlight(text, current_app.json_lexer, current_app.html_formatter)
     # Both escape the text they are given; the result is safe markup.
     return Markup(html)
