@@ -89,6 +89,35 @@ def test_panel_says_polling_is_shared_and_shows_who_else_polls(app, client, auth
     assert "idle" in row and "start-button" in row
 
 
+def test_panel_starts_polling_on_the_number_of_streams_asked_for(app, client, auth, emulator):
+    alice = create_user(app, "alice")
+    auth.login("alice")
+    name = make_subscription()["name"]
+    add(client, name)
+    start_url = f"/subscriptions/{subscription_id(app, alice, name)}/start"
+    page = client.get("/subscriptions").get_data(as_text=True)
+    assert f'name="streams" id="streams-{subscription_id(app, alice, name)}" min="1" ' \
+           f'max="{app.config["MAX_POLLING_STREAMS"]}" value="1"' in " ".join(page.split())
+
+    for bad in ("0", "-2", "two", str(app.config["MAX_POLLING_STREAMS"] + 1)):
+        response = client.post(start_url, data={"csrf_token": panel_token(client), "streams": bad},
+                               follow_redirects=True)
+        assert "Not started: streams must be a whole number from 1 to" in response.get_data(as_text=True), bad
+        with app.app_context():
+            assert db.session.scalar(sa.select(sa.func.count()).select_from(Task)) == 0, bad
+    assert app.task_queue.count == 0
+
+    response = client.post(start_url, data={"csrf_token": panel_token(client), "streams": "3"})
+    assert response.status_code == 302
+    with app.app_context():
+        task = db.session.scalars(sa.select(Task).where(Task.complete.is_(False))).one()
+        assert (task.subscription, task.streams) == (name, 3)
+        job_ids = task.job_ids()
+    assert sorted(app.task_queue.job_ids) == sorted(job_ids) and len(job_ids) == 3
+    row = client.get("/subscriptions").get_data(as_text=True)
+    assert "· 3 streams" in row and "stop-button" in row
+
+
 def test_user_with_two_subscriptions_polls_both_at_once(app, client, auth, emulator, worker_factory):
     alice = create_user(app, "alice")
     auth.login("alice")

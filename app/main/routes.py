@@ -241,6 +241,22 @@ def polling_status():
     return jsonify(task_status(current_user.get_task_in_progress(POLLING_TASK, subscription)))
 
 
+def parse_streams(value) -> int | None:
+    """How many streams (one job each, on as many workers) a polling task runs: 1 when not given,
+    None when not a whole number from 1 to MAX_POLLING_STREAMS. See README, "Scaling out"."""
+    if value is None or str(value).strip() == "":
+        return 1
+    try:
+        streams = int(str(value).strip())
+    except ValueError:
+        return None
+    return streams if 1 <= streams <= current_app.config["MAX_POLLING_STREAMS"] else None
+
+
+def streams_message() -> str:
+    return f"streams must be a whole number from 1 to {current_app.config['MAX_POLLING_STREAMS']}."
+
+
 @bp.route("/polling_pubsub", methods=["POST"])
 @login_required
 def polling_pubsub():
@@ -250,14 +266,9 @@ def polling_pubsub():
     subscription = (payload.get("subscription") or current_app.config["SUBSCRIPTION_NAME"]).strip()
     if action not in {"start", "stop"}:
         return error_response(400, "action must be 'start' or 'stop'.")
-    # Several streams spread the subscription over as many workers (one job each); see README.
-    max_streams = current_app.config["MAX_POLLING_STREAMS"]
-    try:
-        streams = int(payload.get("streams") or 1)
-    except (TypeError, ValueError):
-        streams = 0
-    if not 1 <= streams <= max_streams:
-        return error_response(400, f"streams must be a whole number from 1 to {max_streams}.")
+    streams = parse_streams(payload.get("streams"))
+    if streams is None:
+        return error_response(400, streams_message())
     current_task = current_user.get_task_in_progress(POLLING_TASK, subscription)
     if action == "start":
         if current_task is not None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import abort, current_app, flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.main.routes import POLLING_TASK, task_status
+from app.main.routes import POLLING_TASK, parse_streams, streams_message, task_status
 from app.models import Subscription, Task, User
 from app.subscriptions import bp
 from app.subscriptions.checks import SubscriptionUnavailable, check_subscription
@@ -67,24 +67,32 @@ def subscriptions():
         for row in rows
     ]
     return render_template("subscriptions/subscriptions.html", form=form, panel=panel,
-                           default=current_app.config["SUBSCRIPTION_NAME"])
+                           default=current_app.config["SUBSCRIPTION_NAME"],
+                           max_streams=current_app.config["MAX_POLLING_STREAMS"])
 
 
 @bp.route("/subscriptions/<int:subscription_id>/start", methods=["POST"])
 @login_required
 def start(subscription_id):
-    """Start polling one subscription in its own task."""
+    """Start polling one subscription in its own task, on `streams` workers (default 1)."""
     subscription = own_subscription(subscription_id)
+    streams = parse_streams(request.form.get("streams"))
+    if streams is None:
+        flash(f"Not started: {streams_message()}", "danger")
+        return redirect(url_for("subscriptions.subscriptions"))
     if current_user.get_task_in_progress(POLLING_TASK, subscription.name) is None:
         try:
-            current_user.launch_task(POLLING_TASK, f"Polling subscription {subscription.name}", subscription.name)
+            current_user.launch_task(
+                POLLING_TASK, f"Polling subscription {subscription.name}", subscription.name, streams=streams
+            )
         except IntegrityError:
             db.session.rollback()  # a concurrent start won; it is polling
         except RedisError:
             current_app.logger.exception("Could not queue the polling job")
             flash("The task queue (Redis) is unavailable. Try again shortly.", "danger")
             return redirect(url_for("subscriptions.subscriptions"))
-        current_app.logger.info("User %s started polling %s", current_user.username, subscription.name)
+        current_app.logger.info("User %s started polling %s (%d streams)", current_user.username,
+                                subscription.name, streams)
     flash(f"Polling {subscription.name}.", "success")
     return redirect(url_for("subscriptions.subscriptions"))
 
