@@ -40,7 +40,7 @@ from stack import (
     start_web,
     started_ticks,
     stop,
-    wait,
+    wait_until,
 )
 
 PROJECT = "bench-project"
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         reply = session.post(base_url + "/polling_pubsub", data={"action": "start", "subscription": subscription},
                              headers={"X-CSRFToken": token}, timeout=30)
         assert reply.status_code == 202, reply.text
-        wait(lambda: children(worker.pid), 60, what="the work horse")
+        wait_until(lambda: children(worker.pid), 60, message="the work horse")
         pages = WatchingPages(base_url, "soak", args.pages)
         pages.start()
         started = time.monotonic()
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             with engine.connect() as connection:
                 return connection.execute(sa.text("SELECT count(*) FROM user_item")).scalar()
 
-        wait(lambda: stored() >= args.burst, 600, 1, "the burst to be stored")
+        wait_until(lambda: stored() >= args.burst, 600, 1, "the burst to be stored")
         burst_seconds = time.monotonic() - burst_started
         time.sleep(15)  # let the pages catch up through /useritems
         after_burst = memory(worker.pid, web.pid)

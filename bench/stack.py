@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config import normalise_database_url  # noqa: E402
-from helpers.services import PubSubEmulator, RedisServer, free_port, stop_process, wait_for_port  # noqa: E402, F401
+from helpers.services import (  # noqa: E402, F401
+    PubSubEmulator,
+    RedisServer,
+    free_port,
+    stop_process,
+    wait_for_port,
+    wait_until,
+)
 
 DEFAULT_SERVER = "postgresql://pubsub:pubsub@localhost:5432/postgres"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -155,14 +161,3 @@ def load_average() -> str:
 
 def stop(process: subprocess.Popen, timeout: float = 20) -> None:
     stop_process(process, timeout=timeout)
-
-
-def wait(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)

@@ -28,6 +28,19 @@ class ServiceError(RuntimeError):
     pass
 
 
+def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
+    """Call `predicate` every `interval` seconds until it returns something true, and return that;
+    raise TimeoutError after `timeout` seconds. Shared by the tests and the benches."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {message}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

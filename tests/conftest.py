@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 import warnings
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from app import create_app
 from app.extensions import db
 from app.models import User
 from config import Config, normalise_database_url
-from helpers.services import PubSubEmulator, RedisServer, ServiceError, stop_process
+from helpers.services import PubSubEmulator, RedisServer, ServiceError, stop_process, wait_until  # noqa: F401 (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -270,17 +269,6 @@ def worker_factory(app, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 @pytest.fixture
