@@ -271,7 +271,7 @@ class CpuMeter:
                 "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
 
     @staticmethod
-    def difference(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    def difference(before: dict[str, float], after: dict[str, float], request_count: int) -> dict[str, float]:
         """Cores used by each part over the phase, machine busy share, and per-request figures.
 
         Backends that closed during the phase are not counted; the pool keeps them open.
@@ -284,9 +284,9 @@ class CpuMeter:
                 "bench_cores": used["bench"] / wall, "other_cores": max(0.0, other) / wall,
                 "busy_share": used["machine_busy"] / used["machine_total"] if used["machine_total"] else 0.0,
                 "cores": cores,
-                "web_cpu_ms_per_request": used["web"] / max(1, requests) * 1000,
-                "web_wait_ms_per_request": used["web_wait"] / max(1, requests) * 1000,
-                "postgres_wait_ms_per_request": used["postgres_wait"] / max(1, requests) * 1000}
+                "web_cpu_ms_per_request": used["web"] / max(1, request_count) * 1000,
+                "web_wait_ms_per_request": used["web_wait"] / max(1, request_count) * 1000,
+                "postgres_wait_ms_per_request": used["postgres_wait"] / max(1, request_count) * 1000}
 
 
 def percentile(values: list[float], fraction: float) -> float:
