@@ -457,15 +457,31 @@ def test_batch_mode_reconnects_with_backoff_when_pubsub_goes_away(app, tmp_path,
     try:
         publisher_client = create_names()
         observed = Observed(app)
-        poller = RunningPoller(app, private, "batch", names, observed=observed).start()
+        poller = RunningPoller(app, private, "batch", names, observed=observed)
+        # The restarted emulator has no subscription until create_names() runs again, and a pull in
+        # that gap would rightly end the task ("subscription not found"); real Pub/Sub keeps its
+        # subscriptions through an outage. So reconnects wait while the names are missing; while
+        # the emulator is down they go ahead and fail, and the poller backs off.
+        names_exist = threading.Event()
+        names_exist.set()
+        reconnect = poller.source.reconnect
+
+        def reconnect_once_names_exist():
+            assert names_exist.wait(60), "the test never re-created the names"
+            reconnect()
+
+        poller.source.reconnect = reconnect_once_names_exist
+        poller.start()
         publisher_client.publish(names["topic_path"], b'{"before": true}').result(timeout=30)
         wait_until(lambda: poller.count() == 1, 30, message="the first message stored")
 
         private.stop()
         wait_until(lambda: any(n["progress"] == "Reconnecting" for n in poller.progress()), 30,
                    message="a Reconnecting notification")
+        names_exist.clear()
         private.start()
         publisher_client = create_names()  # the emulator keeps nothing across a restart
+        names_exist.set()
         publisher_client.publish(names["topic_path"], b'{"after": true}').result(timeout=30)
         # A restarted emulator numbers messages from 1 again, so this one is acked but, having the
         # same message id as the first, not stored twice.
