@@ -483,8 +483,8 @@ def test_batch_mode_reconnects_with_backoff_when_pubsub_goes_away(app, tmp_path,
         publisher_client = create_names()  # the emulator keeps nothing across a restart
         names_exist.set()
         publisher_client.publish(names["topic_path"], b'{"after": true}').result(timeout=30)
-        # A restarted emulator numbers messages from 1 again, so this one is acked but, having the
-        # same message id as the first, not stored twice.
+        # A restarted emulator numbers messages from 1 again; this one has a later publish time, so
+        # the dedup key (subscription, message id, publish time) keeps it apart from the first.
         wait_until(lambda: len(observed.acked) == 2, 120, message="the message published after the outage")
         wait_until(lambda: poller.progress()[-1]["progress"] == "Polling", 15, message="Polling again")
         poller.stop()
