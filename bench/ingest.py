@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
-from stack import children, cpu_seconds, machine_busy_seconds, run_queue_wait_seconds  # noqa: E402
+from stack import CpuMeter, children  # noqa: E402
 
 from config import normalise_database_url  # noqa: E402
 from helpers.services import PubSubEmulator, RedisServer, stop_process  # noqa: E402
@@ -219,30 +219,6 @@ def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, ca
 # --- scale-out: one subscription shared by 1, 2 and 4 worker processes (Task.streams) ----------------
 
 
-class CpuMeter:
-    """CPU seconds used by the emulator, this database's PostgreSQL backends, the work horses and the machine."""
-
-    def __init__(self, engine: sa.Engine, database: str, emulator_pid: int, worker_pids: list[int]):
-        self.engine, self.database = engine, database
-        self.emulator_pid, self.worker_pids = emulator_pid, worker_pids
-
-    def sample(self) -> dict[str, float]:
-        with self.engine.connect() as connection:
-            backends = connection.execute(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
-                {"name": self.database}).scalars().all()
-        horses = [child for pid in self.worker_pids for child in children(pid)]
-        busy, total = machine_busy_seconds()
-        emulator = [self.emulator_pid, *children(self.emulator_pid)]  # the launcher script and its java
-        return {"emulator": sum(cpu_seconds(pid) for pid in emulator),
-                "postgres": sum(cpu_seconds(pid) for pid in backends),
-                "horses": sum(cpu_seconds(pid) for pid in horses),
-                "emulator_wait": sum(run_queue_wait_seconds(pid) for pid in emulator),
-                "postgres_wait": sum(run_queue_wait_seconds(pid) for pid in backends),
-                "horses_wait": sum(run_queue_wait_seconds(pid) for pid in horses),
-                "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
-
-
 class LockSampler(threading.Thread):
     """Samples, every 20 ms, how many of this database's backends wait on the per-user advisory lock."""
 
@@ -309,7 +285,11 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         engine = sa.create_engine(database_url)
         database = engine.url.database
-        meter = CpuMeter(engine, database, emulator.process.pid, [process.pid for process in processes])
+        worker_pids = [process.pid for process in processes]
+        meter = CpuMeter(engine, lambda: {
+            "emulator": [emulator.process.pid, *children(emulator.process.pid)],  # the launcher script and its java
+            "horses": [horse for pid in worker_pids for horse in children(pid)],
+        })
 
         def stored() -> int:
             with engine.connect() as connection:

@@ -10,7 +10,9 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -153,6 +155,31 @@ def run_queue_wait_seconds(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / 1e9
+
+
+class CpuMeter:
+    """CPU seconds used so far by named groups of processes, by the engine's database's PostgreSQL
+    backends ("postgres") and by the whole machine, with each group's run-queue wait ("<name>_wait":
+    time its threads were ready to run but had no core). Sample before and after, and subtract.
+
+    `groups` is called at each sample, so processes started in between (work horses) are found.
+    Backends that closed in between are not counted; a pool keeps them open.
+    """
+
+    def __init__(self, engine: sa.Engine, groups: Callable[[], dict[str, list[int]]]):
+        self.engine, self.groups = engine, groups
+
+    def sample(self) -> dict[str, float]:
+        with self.engine.connect() as connection:
+            backends = connection.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": self.engine.url.database}).scalars().all()
+        figures: dict[str, float] = {}
+        for name, pids in {**self.groups(), "postgres": backends}.items():
+            figures[name] = sum(cpu_seconds(pid) for pid in pids)
+            figures[f"{name}_wait"] = sum(run_queue_wait_seconds(pid) for pid in pids)
+        busy, total = machine_busy_seconds()
+        return {**figures, "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
 
 
 def load_average() -> str:

@@ -43,14 +43,12 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 from stack import (
+    CpuMeter,
     FreshDatabase,
     RedisServer,
     app_env,
     children,
-    cpu_seconds,
     load_average,
-    machine_busy_seconds,
-    run_queue_wait_seconds,
     sign_in,
     start_web,
     stop,
@@ -244,49 +242,23 @@ class Page(threading.Thread):
             time.sleep(max(0.0, started + POLL_SECONDS - time.monotonic()))
 
 
-class CpuMeter:
-    """Where the machine's CPU goes during a phase: gunicorn, this database's PostgreSQL backends,
-    this process (the simulated pages and the writer), and everything else on the machine.
-
-    Run-queue wait (/proc/<pid>/task/*/schedstat) is time a thread was ready to run but had no
-    core: the part of a request's latency that is queueing for CPU rather than work.
+def cpu_shares(before: dict[str, float], after: dict[str, float], request_count: int) -> dict[str, float]:
+    """Where the machine's CPU went between two CpuMeter samples: cores used by gunicorn, this
+    database's PostgreSQL backends, this process (the simulated pages and the writer) and the rest
+    of the machine, the machine's busy share, and gunicorn's CPU and run-queue wait per request
+    (the part of a request's latency that is queueing for a core rather than work).
     """
-
-    def __init__(self, engine: sa.Engine, web_pid: int):
-        self.engine, self.web_pid = engine, web_pid
-        self.database = engine.url.database
-
-    def sample(self) -> dict[str, float]:
-        with self.engine.connect() as connection:
-            backends = connection.execute(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
-                {"name": self.database}).scalars().all()
-        web = [self.web_pid, *children(self.web_pid)]
-        busy, total = machine_busy_seconds()
-        return {"web": sum(cpu_seconds(pid) for pid in web),
-                "web_wait": sum(run_queue_wait_seconds(pid) for pid in web),
-                "postgres": sum(cpu_seconds(pid) for pid in backends),
-                "postgres_wait": sum(run_queue_wait_seconds(pid) for pid in backends),
-                "bench": cpu_seconds(os.getpid()),
-                "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
-
-    @staticmethod
-    def difference(before: dict[str, float], after: dict[str, float], request_count: int) -> dict[str, float]:
-        """Cores used by each part over the phase, machine busy share, and per-request figures.
-
-        Backends that closed during the phase are not counted; the pool keeps them open.
-        """
-        wall = after["wall"] - before["wall"]
-        used = {key: after[key] - before[key] for key in before}
-        cores = os.cpu_count() or 1
-        other = used["machine_busy"] - used["web"] - used["postgres"] - used["bench"]
-        return {"web_cores": used["web"] / wall, "postgres_cores": used["postgres"] / wall,
-                "bench_cores": used["bench"] / wall, "other_cores": max(0.0, other) / wall,
-                "busy_share": used["machine_busy"] / used["machine_total"] if used["machine_total"] else 0.0,
-                "cores": cores,
-                "web_cpu_ms_per_request": used["web"] / max(1, request_count) * 1000,
-                "web_wait_ms_per_request": used["web_wait"] / max(1, request_count) * 1000,
-                "postgres_wait_ms_per_request": used["postgres_wait"] / max(1, request_count) * 1000}
+    wall = after["wall"] - before["wall"]
+    used = {key: after[key] - before[key] for key in before}
+    cores = os.cpu_count() or 1
+    other = used["machine_busy"] - used["web"] - used["postgres"] - used["bench"]
+    return {"web_cores": used["web"] / wall, "postgres_cores": used["postgres"] / wall,
+            "bench_cores": used["bench"] / wall, "other_cores": max(0.0, other) / wall,
+            "busy_share": used["machine_busy"] / used["machine_total"] if used["machine_total"] else 0.0,
+            "cores": cores,
+            "web_cpu_ms_per_request": used["web"] / max(1, request_count) * 1000,
+            "web_wait_ms_per_request": used["web_wait"] / max(1, request_count) * 1000,
+            "postgres_wait_ms_per_request": used["postgres_wait"] / max(1, request_count) * 1000}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -345,7 +317,7 @@ def run_phase(label: str, base_url: str, names: list[str], cookies: dict, client
     print(f"\n{label}: {clients} clients for {warmup:.0f} s warm-up + {seconds:.0f} s measured; "
           f"{total:,} requests measured, {total / (elapsed - warmup):.1f} req/s, "
           f"{errors} errors; load before {load_before}, after {load_average()}", flush=True)
-    cpu = CpuMeter.difference(cpu_before, cpu_after, total)
+    cpu = cpu_shares(cpu_before, cpu_after, total)
     print(f"  CPU over the measured part ({cpu['cores']} cores, machine {cpu['busy_share']:.0%} busy): "
           f"gunicorn {cpu['web_cores']:.2f} cores, PostgreSQL {cpu['postgres_cores']:.2f}, "
           f"this bench (pages + writer) {cpu['bench_cores']:.2f}, everything else {cpu['other_cores']:.2f}; "
@@ -394,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             processes.append(web)
             cookies = {name: sign_in(base_url, name, PASSWORD)[0].cookies for name in names}
             stacks[label] = {"items": items, "engine": engine, "names": names, "user_ids": user_ids,
-                             "meter": CpuMeter(engine, web.pid),
+                             "meter": CpuMeter(engine, lambda pid=web.pid: {"web": [pid, *children(pid)],
+                                                                              "bench": [os.getpid()]}),
                              "base_url": base_url, "cookies": cookies, "log": log_path, "next_index": items}
         results: dict[str, list[dict]] = {"small": [], "large": []}
         for round_number in range(1, args.rounds + 1):
