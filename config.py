@@ -58,6 +58,8 @@ class Config:
     RENDERED_ROWS_CACHE_MB = int(os.environ.get("RENDERED_ROWS_CACHE_MB") or 32)
     # Most pullers or streams one polling task may run at once (POST /polling_pubsub streams=N).
     MAX_POLLING_STREAMS = int(os.environ.get("MAX_POLLING_STREAMS") or 8)
+    # Most polling tasks one user may have waiting or running at once (admins included).
+    MAX_TASKS_PER_USER = int(os.environ.get("MAX_TASKS_PER_USER") or 5)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 

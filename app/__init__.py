@@ -110,6 +110,11 @@ def create_app(config_class: type = Config) -> Flask:
 
     app.register_blueprint(health_bp)
 
+    from app.names import short_subscription
+
+    # Subscriptions are stored by their full path; pages show the short name in the app's own project.
+    app.add_template_filter(lambda path: short_subscription(path, app.config["GCP_PROJECT_ID"]), "subscription_name")
+
     from app import cli
 
     cli.register(app)

@@ -12,6 +12,7 @@ from flask_migrate import upgrade
 
 from app.extensions import db
 from app.models import Notification, Subscription, Task, User, UserItem, utcnow
+from app.names import canonical_subscription
 
 PURGE_BATCH_ROWS = 5000
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -58,7 +59,8 @@ def ensure_admin() -> tuple[User, bool, str | None]:
     db.session.add(admin)
     db.session.flush()
     # SUBSCRIPTION_NAME is the subscription the admin starts with, in their panel.
-    db.session.add(Subscription(user_id=admin.id, name=config["SUBSCRIPTION_NAME"]))
+    db.session.add(Subscription(user_id=admin.id,
+                                name=canonical_subscription(config["SUBSCRIPTION_NAME"], config["GCP_PROJECT_ID"])))
     db.session.commit()
     return admin, True, generated
 

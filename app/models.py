@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,19 +13,19 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
 from flask_login import UserMixin
-from redis import RedisError
-from rq import Retry
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, login
-
-# How often, and after how long, rq runs a job again whose worker died or restarted.
-TASK_RESUME_LIMIT = 10_000
-TASK_RESUME_INTERVALS = [5, 30, 60]
+from app.names import lenient_canonical
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def full_subscription_path(name: str | None) -> str | None:
+    """A subscription name as the models store it: the full path (see app.names)."""
+    return None if name is None else lenient_canonical(name, current_app.config["GCP_PROJECT_ID"])
 
 
 # Stored as timezone-aware where the database can (PostgreSQL); SQLite hands
@@ -85,48 +84,6 @@ class User(UserMixin, db.Model):
         db.session.add(notification)
         return notification
 
-    def get_task_in_progress(self, name: str, subscription: str | None = None) -> Task | None:
-        query = self.tasks.select().where(Task.name == name, Task.complete.is_(False))
-        if subscription is not None:
-            query = query.where(Task.subscription == subscription)
-        return db.session.scalar(query.order_by(Task.started_at.desc()).limit(1))
-
-    def launch_task(self, name: str, description: str, subscription: str, *args: Any, streams: int = 1) -> Task:
-        """Record a Task, commit it, then enqueue its RQ jobs (no timeout: they run until stopped).
-
-        `streams` jobs are enqueued for the one Task, so that as many workers share the
-        subscription, each with its own stream or puller (Task.job_ids names them).
-        Raises sqlalchemy.exc.IntegrityError when the same task is already running
-        for this subscription, and redis.RedisError when the queue is unreachable
-        (the Task is then closed with that error).
-        """
-        task = Task(
-            id=uuid.uuid4().hex, name=name, description=description, user=self,
-            subscription=subscription, streams=streams,
-        )
-        db.session.add(task)
-        db.session.commit()
-        try:
-            for stream, job_id in enumerate(task.job_ids()):
-                current_app.task_queue.enqueue(
-                    f"app.tasks.{name}", self.id, subscription, *args,
-                    **({"stream": stream} if stream else {}),
-                    job_id=job_id, job_timeout=-1, result_ttl=3600, failure_ttl=86400,
-                    # A worker that dies or restarts (Heroku restarts every dyno daily) fails the
-                    # job; rq then queues it again and polling resumes on the same Task.
-                    retry=Retry(max=TASK_RESUME_LIMIT, interval=TASK_RESUME_INTERVALS),
-                )
-        except RedisError as error:
-            task.complete = True
-            task.finished_at = utcnow()
-            task.last_error = f"Could not queue the job: {error.__class__.__name__}"
-            db.session.commit()
-            raise
-        return task
-
-    def get_tasks_in_progress(self) -> list[Task]:
-        return list(db.session.scalars(self.tasks.select().where(Task.complete.is_(False))))
-
 
 @login.user_loader
 def load_user(user_id: str) -> User | None:
@@ -162,6 +119,15 @@ class Task(db.Model):
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     # How many RQ jobs (streams or pullers, one per worker) share this task's subscription.
     streams: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
+    # The task's state (app.polling.TaskState), why it is in it, and since when; written only by
+    # app.polling.transition. `complete` is True once the state is stopping, finished or failed.
+    state: so.Mapped[str] = so.mapped_column(sa.String(16), default="queued", server_default="queued")
+    state_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    state_changed_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime, default=utcnow)
+    # The user has read the failure; the page stops showing it.
+    dismissed: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    # Messages stored in quarantine (they could not be stored as they came; see app.pubsub.writer).
+    quarantined_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
 
     user: so.Mapped[User] = so.relationship(back_populates="tasks")
 
@@ -183,26 +149,13 @@ class Task(db.Model):
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name}>"
 
+    @so.validates("subscription")
+    def _full_subscription_path(self, _key: str, name: str | None) -> str | None:
+        return full_subscription_path(name)
+
     def job_ids(self) -> list[str]:
         """The RQ job ids of this task's streams: the task's own id for the first, then `<id>-<n>`."""
         return [stream_job_id(self.id, stream) for stream in range(self.streams or 1)]
-
-    def request_stop(self) -> None:
-        """Mark the task complete; its job sees that within two seconds, flushes and posts "Finished".
-
-        The caller commits."""
-        self.complete = True
-        if self.finished_at is None:
-            self.finished_at = utcnow()
-
-    def get_rq_job(self):
-        from rq.exceptions import NoSuchJobError
-        from rq.job import Job
-
-        try:
-            return Job.fetch(self.id, connection=current_app.redis)
-        except NoSuchJobError:
-            return None
 
 
 class Notification(db.Model):
@@ -262,6 +215,10 @@ class UserItem(db.Model):
     def __repr__(self) -> str:
         return f"<UserItem {self.id} {self.message_id}>"
 
+    @so.validates("subscription")
+    def _full_subscription_path(self, _key: str, name: str | None) -> str | None:
+        return full_subscription_path(name)
+
     @property
     def attributes(self) -> dict[str, str]:
         return json.loads(self.attributes_json or "{}")
@@ -288,6 +245,10 @@ class Subscription(db.Model):
     user: so.Mapped[User] = so.relationship()
 
     __table_args__ = (sa.UniqueConstraint("user_id", "name", name="uq_subscription_user_id_name"),)
+
+    @so.validates("name")
+    def _full_subscription_path(self, _key: str, name: str) -> str | None:
+        return full_subscription_path(name)
 
     def __repr__(self) -> str:
         return f"<Subscription {self.user_id} {self.name}>"

@@ -3,7 +3,7 @@
 Procfile: `rq worker ... -w app.worker.PollingWorker ...`. HerokuWorker already handles
 Heroku's SIGTERM well (the running job is told to stop, not killed mid-write). This class
 adds one maintenance step, run at start and every MAINTENANCE_SECONDS while idle: polling
-Tasks left "in progress" by a worker that died are resumed (see app.resume).
+Tasks left running by a worker that died are resumed (see app.polling.reconcile).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ class PollingWorker(HerokuWorker):
     def reconcile_polling_tasks(self) -> None:
         from app import create_app
         from app.extensions import db
-        from app.resume import reconcile_polling_tasks
+        from app.polling import reconcile
 
         if self._flask_app is None:
             self._flask_app = create_app()
         with self._flask_app.app_context():
             try:
-                resumed = reconcile_polling_tasks()
+                resumed = reconcile()
             except Exception:  # a process boundary: a failed pass must not stop the worker
                 self.log.exception("Could not reconcile polling tasks; will try again")
                 return

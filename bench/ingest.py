@@ -130,7 +130,7 @@ def peak_memory_kb(pid: int) -> int:
 def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscription: str, count: int,
              log_dir: Path) -> tuple[float, int]:
     """(c) or (d): the real job in a real rq worker; returns (seconds, peak kB of the work horse)."""
-    from app import create_app
+    from app import create_app, polling
     from app.extensions import db
     from app.models import Notification, Task, User
     from config import Config
@@ -151,7 +151,7 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscr
             user = User(username=f"bench-{mode}", email=f"bench-{mode}@example.com")
             db.session.add(user)
             db.session.commit()
-            task = user.launch_task("polling_subscription", f"Bench {mode}", subscription)
+            task = polling.launch(user, polling.canonical(subscription), description=f"Bench {mode}")
             task_id = task.id
             polling_since = None
             deadline = time.monotonic() + 120
@@ -257,10 +257,10 @@ def fresh_subscription(client, publisher, name: str) -> tuple[str, str]:
 def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: str, redis: RedisServer,
                   emulator: PubSubEmulator, client, publisher, log_dir: Path) -> dict:
     """W rq workers (the Procfile's worker class) run one Task with streams=W on a fresh subscription."""
-    from app import create_app
+    from app import create_app, polling
     from app.extensions import db
     from app.models import Task, User
-    from app.resume import alive_key
+    from app.polling import alive_key
     from config import Config
 
     name = f"scale-{mode}-{workers}-{uuid.uuid4().hex[:6]}"
@@ -300,7 +300,7 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
             user = User(username=name, email=f"{name}@example.com")
             db.session.add(user)
             db.session.commit()
-            task = user.launch_task("polling_subscription", f"Bench {name}", name, streams=workers)
+            task = polling.launch(user, polling.canonical(name), workers, description=f"Bench {name}")
             task_id, job_ids = task.id, task.job_ids()
             db.session.commit()
         # The rate counts from the moment every stream is polling (each has heartbeated once).

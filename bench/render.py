@@ -1,4 +1,4 @@
-"""What rendering a list row costs: Pygments against app/main/jsonhtml.py, and a whole page of rows.
+"""What rendering a list row costs: Pygments against app/jsonhtml.py, and a whole page of rows.
 
     .venv/bin/python bench/render.py
     .venv/bin/python bench/render.py --repeat 9 --rows 50
@@ -30,8 +30,8 @@ from pygments import highlight  # noqa: E402
 from web import item_lines  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.main.jsonhtml import highlight_value  # noqa: E402
-from app.main.routes import render_item_row, rendered_rows  # noqa: E402
+from app.items import render_item_row, rendered_rows  # noqa: E402
+from app.jsonhtml import highlight_value  # noqa: E402
 from app.models import UserItem  # noqa: E402
 
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import UserItem
+from app.names import canonical_subscription
 from app.pubsub.messages import build_row
 
 CHUNK = 5000
@@ -20,6 +21,8 @@ def item_row(user_id: int, data: bytes | str, attributes: dict | None = None, *,
              message_id: str | None = None) -> dict:
     """A row as the subscriber writes it (the same conversion, app.pubsub.messages.build_row)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    # Stored by its full path in the tests' project, as the subscriber stores it.
+    subscription = canonical_subscription(subscription, "test-project")
     return build_row(user_id=user_id, subscription=subscription, message_id=message_id or uuid.uuid4().hex,
                      data=raw, attributes=attributes or {}, publish_time=publish_time or datetime.now(UTC),
                      ordering_key=ordering_key, delivery_attempt=None, size=len(raw),

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from app import create_app
 from app.extensions import db
 from app.models import User
+from app.names import canonical_subscription
 from config import Config, normalise_database_url
 from helpers.services import PubSubEmulator, RedisServer, ServiceError, stop_process, wait_until  # noqa: F401 (tests import it from here)
 
@@ -145,11 +146,17 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def create_user(app, username: str, password: str = TEST_PASSWORD, is_admin: bool = False) -> int:
+def create_user(app, username: str, password: str = TEST_PASSWORD, is_admin: bool = False,
+                subscriptions: tuple[str, ...] = ()) -> int:
+    """A user, with these subscriptions in their list (a non-admin may poll only those and the default)."""
+    from app.models import Subscription
+
     with app.app_context():
         user = User(username=username, email=f"{username}@example.com", is_admin=is_admin)
         user.set_password(password)
         db.session.add(user)
+        db.session.flush()
+        db.session.add_all(Subscription(user_id=user.id, name=name) for name in subscriptions)
         db.session.commit()
         return user.id
 
@@ -309,7 +316,8 @@ def store_items(app, user_id: int, messages: list[dict]) -> list[int]:
                 is_json = False
             rows.append(UserItem(
                 user_id=user_id,
-                subscription=message.get("subscription") or app.config["SUBSCRIPTION_NAME"],
+                subscription=canonical_subscription(message.get("subscription") or app.config["SUBSCRIPTION_NAME"],
+                                                    app.config["GCP_PROJECT_ID"]),
                 message_id=message.get("message_id") or uuid.uuid4().hex,
                 publish_time=datetime.now(UTC),
                 data_text=text,

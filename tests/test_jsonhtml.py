@@ -9,7 +9,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import JsonLexer
 
-from app.main.jsonhtml import highlight_value
+from app.jsonhtml import highlight_value
 
 LEXER = JsonLexer()
 FORMATTER = HtmlFormatter(style="friendly")

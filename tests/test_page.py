@@ -2,7 +2,7 @@
 
 import re
 
-from app.main.routes import MAX_ITEMS_PER_RESPONSE
+from app.items import MAX_ITEMS_PER_RESPONSE
 from tests.conftest import create_user, store_item, store_items
 
 

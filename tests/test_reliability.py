@@ -26,10 +26,10 @@ import pytest
 import sqlalchemy as sa
 from google.cloud import pubsub_v1
 
-from app import create_app
+from app import create_app, polling
 from app.extensions import db
 from app.models import Task, User, UserItem, utcnow
-from app.resume import RESUMED_STAGE
+from app.polling import RESUMED_STAGE
 from config import normalise_database_url
 from helpers.services import RedisServer, free_port, wait_for_port
 from tests.conftest import WorkerProcess, create_user, make_config, wait_until
@@ -100,7 +100,7 @@ def assert_exactly_once(app, count: int) -> None:
 def start_polling(app, user_id: int, subscription: str) -> str:
     with app.app_context():
         user = db.session.get(User, user_id)
-        return user.launch_task(POLLING, f"Polling subscription {subscription}", subscription).id
+        return polling.launch(user, polling.canonical(subscription)).id
 
 
 def active_tasks(app) -> list[Task]:
@@ -418,7 +418,7 @@ def test_redis_restart_loses_nothing_and_status_endpoints_never_500(
     with app.app_context():
         db.drop_all()
         db.create_all()
-    create_user(app, "alice")
+    create_user(app, "alice", subscriptions=(pubsub_names["subscription"],))
     client = app.test_client()
     token = _login(client)
     worker = WorkerProcess(app, tmp_path / "worker.log").start()

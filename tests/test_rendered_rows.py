@@ -2,7 +2,7 @@
 
 import sys
 
-from app.main.routes import RenderedRows
+from app.items import RenderedRows
 
 
 def row(key: int, length: int) -> str:

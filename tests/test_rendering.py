@@ -3,8 +3,8 @@
 import pytest
 
 from app.extensions import db
-from app.main.rendering import HEX_PREVIEW_BYTES, LIST_PREVIEW_BYTES, render_attributes, render_data
 from app.models import UserItem
+from app.rendering import HEX_PREVIEW_BYTES, LIST_PREVIEW_BYTES, render_attributes, render_data
 from tests.conftest import create_user, store_item
 
 HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'

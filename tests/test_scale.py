@@ -12,7 +12,7 @@ from rq.job import Job
 
 from app.extensions import db
 from app.models import Notification, Task, User, UserItem, utcnow
-from app.resume import job_is_alive, mark_alive
+from app.polling import job_is_alive, mark_alive
 from tests.conftest import create_user, wait_until
 from tests.test_reliability import SequencePublisher, assert_exactly_once
 
@@ -157,7 +157,7 @@ def post_polling(client, auth, **fields):
 
 
 def test_start_with_streams_enqueues_one_job_per_stream_for_one_task(app, client, auth):
-    create_user(app, "alice")
+    create_user(app, "alice", subscriptions=("sub-a",))
     auth.login()
     for bad in ("0", "-1", "x", str(app.config["MAX_POLLING_STREAMS"] + 1)):
         response = post_polling(client, auth, action="start", subscription="sub-a", streams=bad)
@@ -203,7 +203,7 @@ def test_a_task_is_alive_only_while_every_stream_is(app):
 def test_two_workers_share_one_subscription_and_store_each_message_once(
     app, client, auth, emulator, pubsub_names, worker_factory, mode
 ):
-    create_user(app, "alice")
+    create_user(app, "alice", subscriptions=(pubsub_names["subscription"],))
     auth.login()
     workers = [worker_factory(PUBSUB_PULL_MODE=mode) for _ in range(2)]
     response = post_polling(client, auth, action="start", subscription=pubsub_names["subscription"], streams="2")

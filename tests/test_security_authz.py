@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Task, User
+from app.models import Subscription, Task, User
 from tests.conftest import TEST_PASSWORD, create_user, store_item
 from tests.test_security_csrf import concrete_path
 
@@ -22,7 +22,7 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           # test_subscriptions.py); the admin ones answer 403 to others (test_admin.py).
                           "explore.explore", "explore.explore_items", "explore.export_jsonl", "explore.export_csv",
                           "explore.activity", "subscriptions.subscriptions", "subscriptions.start",
-                          "subscriptions.stop", "subscriptions.delete", "admin.publish_message", "admin.replay"}
+                          "subscriptions.stop", "subscriptions.dismiss", "subscriptions.delete", "admin.publish_message", "admin.replay"}
 
 
 @pytest.fixture
@@ -137,12 +137,20 @@ def test_bob_cannot_stop_alices_task(app, client, auth, alice_data, payload):
     assert alice_task_complete(app) is False
 
 
-def test_bob_starting_polling_on_alices_subscription_gets_his_own_task(app, client, auth, alice_data):
+def test_bob_polls_alices_subscription_only_from_his_own_list_and_in_his_own_task(app, client, auth, alice_data):
     bob = create_user(app, "bob")
     auth.login("bob")
     token = auth.csrf_token("/user/bob")
+    # Not in Bob's list: refused (a non-admin polls only subscriptions in their own list).
+    refused = client.post("/polling_pubsub", json={"action": "start", "subscription": ALICE_SUBSCRIPTION},
+                          headers={"X-CSRFToken": token})
+    assert refused.status_code == 403 and "not in your subscriptions" in refused.get_json()["error"]
+    with app.app_context():
+        db.session.add(Subscription(user_id=bob, name=ALICE_SUBSCRIPTION))
+        db.session.commit()
     response = client.post("/polling_pubsub", json={"action": "start", "subscription": ALICE_SUBSCRIPTION},
                            headers={"X-CSRFToken": token})
+    assert response.status_code == 202
     assert response.get_json()["task_id"] != alice_data["task_id"]
     with app.app_context():
         task = db.session.get(Task, response.get_json()["task_id"])

@@ -12,6 +12,7 @@ from google.cloud import pubsub_v1
 
 from app.extensions import db
 from app.models import Subscription, Task, UserItem
+from app.names import canonical_subscription
 from tests.conftest import TEST_PROJECT, create_user, wait_until
 
 
@@ -50,8 +51,9 @@ def saved_names(app, user_id: int) -> set[str]:
 
 def subscription_id(app, user_id: int, name: str) -> int:
     with app.app_context():
+        full_path = canonical_subscription(name, app.config["GCP_PROJECT_ID"])
         return db.session.scalar(sa.select(Subscription.id).where(Subscription.user_id == user_id,
-                                                                  Subscription.name == name))
+                                                                  Subscription.name == full_path))
 
 
 def test_panel_adds_only_subscriptions_that_exist(app, client, auth, emulator):
@@ -65,9 +67,10 @@ def test_panel_adds_only_subscriptions_that_exist(app, client, auth, emulator):
     assert saved_names(app, alice) == set()
 
     assert "Added " + real["name"] in add(client, real["name"]).get_data(as_text=True)
-    assert "Added " + real["path"] in add(client, real["path"]).get_data(as_text=True)
+    # The short name and the full path are one subscription, stored once by its full path.
+    assert "already in your list" in add(client, real["path"]).get_data(as_text=True)
     assert "already in your list" in add(client, real["name"]).get_data(as_text=True)
-    assert saved_names(app, alice) == {real["name"], real["path"]}
+    assert saved_names(app, alice) == {real["path"]}
 
 
 def test_panel_says_polling_is_shared_and_shows_who_else_polls(app, client, auth, emulator):
@@ -83,7 +86,7 @@ def test_panel_says_polling_is_shared_and_shows_who_else_polls(app, client, auth
     auth.login("alice")
     page = client.get("/subscriptions").get_data(as_text=True)
     assert "share its messages" in page
-    pattern = rf'<tr class="subscription-row" data-name="{shared["name"]}">(.*?)</tr>'
+    pattern = rf'<tr class="subscription-row" data-name="{shared["path"]}"[^>]*>(.*?)</tr>'
     row = re.search(pattern, page, re.S).group(1)
     assert '<td class="others small">bob</td>' in row
     assert "idle" in row and "start-button" in row
@@ -111,7 +114,7 @@ def test_panel_starts_polling_on_the_number_of_streams_asked_for(app, client, au
     assert response.status_code == 302
     with app.app_context():
         task = db.session.scalars(sa.select(Task).where(Task.complete.is_(False))).one()
-        assert (task.subscription, task.streams) == (name, 3)
+        assert (task.subscription, task.streams) == (canonical_subscription(name, app.config["GCP_PROJECT_ID"]), 3)
         job_ids = task.job_ids()
     assert sorted(app.task_queue.job_ids) == sorted(job_ids) and len(job_ids) == 3
     row = client.get("/subscriptions").get_data(as_text=True)
@@ -122,8 +125,9 @@ def test_user_with_two_subscriptions_polls_both_at_once(app, client, auth, emula
     alice = create_user(app, "alice")
     auth.login("alice")
     first, second = make_subscription(), make_subscription()
-    # One by short name, one by full path: items carry the name as the user gave it.
+    # One by short name, one by full path: both are stored, and their messages kept, by the full path.
     names = {"first": first["name"], "second": second["path"]}
+    paths = {"first": first["path"], "second": second["path"]}
     for name in names.values():
         add(client, name)
     for name in names.values():
@@ -132,7 +136,7 @@ def test_user_with_two_subscriptions_polls_both_at_once(app, client, auth, emula
         assert response.status_code == 302
     with app.app_context():
         running = db.session.scalars(sa.select(Task.subscription).where(Task.complete.is_(False))).all()
-    assert sorted(running) == sorted(names.values())
+    assert sorted(running) == sorted(paths.values())
     # Each polling task is a long-running job; one worker each, as on Heroku with two worker dynos.
     worker_factory(), worker_factory()
 
@@ -152,9 +156,9 @@ def test_user_with_two_subscriptions_polls_both_at_once(app, client, auth, emula
     rows = stored()
     assert len(rows) == 50
     for subscription, attributes in rows:
-        assert subscription == names[json.loads(attributes)["which"]]
+        assert subscription == paths[json.loads(attributes)["which"]]
     page = client.get("/subscriptions").get_data(as_text=True)
-    assert page.count("polling ·") == 2
+    assert page.count('data-status="polling"') == 2
 
     # The per-subscription filter shows only its own.
     for which, name in names.items():

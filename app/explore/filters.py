@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from werkzeug.datastructures import MultiDict
 
 from app.models import UserItem
+from app.names import lenient_canonical
 
 MAX_ATTRIBUTE_FILTERS = 10
 
@@ -53,7 +54,7 @@ class ItemFilter:
     subscription: str = ""
 
     @classmethod
-    def from_args(cls, args: MultiDict) -> ItemFilter:
+    def from_args(cls, args: MultiDict, project_id: str) -> ItemFilter:
         pairs = []
         for raw in args.getlist("attr"):
             if not raw.strip():
@@ -71,12 +72,8 @@ class ItemFilter:
             attributes=pairs,
             published_from=published_from,
             published_to=published_to,
-            subscription=args.get("sub", "").strip(),
+            subscription=lenient_canonical(args.get("sub", ""), project_id) if args.get("sub", "").strip() else "",
         )
-
-    @property
-    def active(self) -> bool:
-        return bool(self.text or self.attributes or self.published_from or self.published_to or self.subscription)
 
     def to_args(self) -> dict:
         """The filter as URL query arguments (for links, the live poll and the exports)."""

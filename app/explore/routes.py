@@ -17,6 +17,7 @@ from flask import (
 from flask_login import current_user, login_required
 from markupsafe import Markup
 
+from app import polling
 from app.errors.handlers import error_response
 from app.explore import bp
 from app.explore.charts import (
@@ -31,8 +32,9 @@ from app.explore.charts import (
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
 from app.explore.filters import FilterError, ItemFilter
 from app.extensions import db
-from app.main.routes import keyset_page, list_items, render_item_row
-from app.models import Subscription, UserItem
+from app.items import keyset_page, list_items, render_item_row
+from app.models import UserItem
+from app.names import lenient_canonical
 
 
 @bp.app_template_filter("b64encode")
@@ -44,13 +46,9 @@ def dialect() -> str:
     return db.engine.dialect.name
 
 
-def user_subscriptions() -> list[str]:
-    """The names the user can narrow by: those in their panel and the default."""
-    names = db.session.scalars(
-        sa.select(Subscription.name).where(Subscription.user_id == current_user.id).order_by(Subscription.name)
-    ).all()
-    default = current_app.config["SUBSCRIPTION_NAME"]
-    return list(names) if default in names else [default, *names]
+def user_subscriptions() -> list[tuple[str, str]]:
+    """The subscriptions the user can narrow by, the default first: (canonical name, name shown)."""
+    return [(name, polling.display_name(name)) for name in polling.user_subscription_names(current_user)]
 
 
 def filtered_items(item_filter: ItemFilter) -> sa.Select:
@@ -63,7 +61,7 @@ def filtered_items(item_filter: ItemFilter) -> sa.Select:
 def explore():
     """Search the user's messages; the filter is in the URL and the list updates live."""
     try:
-        item_filter = ItemFilter.from_args(request.args)
+        item_filter = ItemFilter.from_args(request.args, current_app.config["GCP_PROJECT_ID"])
     except FilterError as error:
         return error_response(400, str(error))
     per_page = current_app.config["ITEMS_PER_PAGE"]
@@ -93,7 +91,7 @@ def explore():
 def explore_items():
     """Filtered items newer than `after` (oldest first) or older than `before` (newest first), as JSON."""
     try:
-        item_filter = ItemFilter.from_args(request.args)
+        item_filter = ItemFilter.from_args(request.args, current_app.config["GCP_PROJECT_ID"])
     except FilterError as error:
         # Only scripts ask here: always JSON.
         return jsonify({"status": "error", "error": str(error), "code": 400}), 400
@@ -102,7 +100,7 @@ def explore_items():
 
 def _export(kind: str):
     try:
-        item_filter = ItemFilter.from_args(request.args)
+        item_filter = ItemFilter.from_args(request.args, current_app.config["GCP_PROJECT_ID"])
     except FilterError as error:
         return error_response(400, str(error))
     query = item_filter.apply(
@@ -149,6 +147,8 @@ def activity():
     if unit not in UNITS:
         return error_response(400, "unit must be 'minute' or 'hour'")
     subscription = request.args.get("sub", "").strip()
+    if subscription:
+        subscription = lenient_canonical(subscription, current_app.config["GCP_PROJECT_ID"])
     attribute = request.args.get("attribute", "").strip()
     if '"' in attribute or "\\" in attribute:
         return error_response(400, "the attribute name may not contain quotes or backslashes")

@@ -1,26 +1,20 @@
-import sys
-import threading
-from collections import OrderedDict
+"""The live page, one message, notifications and the polling controls."""
 
 import sqlalchemy as sa
 from flask import Response, abort, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user, login_required
 from markupsafe import Markup
-from redis import RedisError
-from sqlalchemy.exc import IntegrityError
 
+from app import polling
 from app.errors.handlers import error_response
 from app.extensions import db
+from app.items import keyset_page, list_items, render_item_row
 from app.main import bp
-from app.main.rendering import render_attributes, render_data, with_previews
-from app.models import Notification, Task, User, UserItem, utcnow
-from app.resume import job_is_alive
+from app.models import Notification, User, UserItem
+from app.rendering import render_attributes, render_data
 
-POLLING_TASK = "polling_subscription"
-# Each poll answers with at most this many new items; a burst is caught up over
-# several polls instead of one huge response.
-MAX_ITEMS_PER_RESPONSE = 100
 MAX_NOTIFICATIONS_PER_RESPONSE = 100
+ALL_SUBSCRIPTIONS = "all"
 
 
 def visible_user(username: str | None) -> User:
@@ -33,87 +27,35 @@ def visible_user(username: str | None) -> User:
     return user
 
 
-class RenderedRows:
-    """The app's recently rendered item rows, newest use last (an LRU, shared by a process's threads).
-
-    A stored message never changes, and rendering its row costs a few tenths of a millisecond,
-    so the many tabs watching one user's messages render each row once per process instead of
-    once per poll, and a scroll back through history is served from memory. The cache is bounded
-    by the memory its rows take, not by their number: a row of a large message is many times
-    the size of a small one's. The key holds (subscription, message_id) as well as the id, so a
-    reused id can never show another message.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.rows: OrderedDict[tuple, str] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: tuple) -> str | None:
-        with self.lock:
-            row = self.rows.get(key)
-            if row is not None:
-                self.rows.move_to_end(key)
-            return row
-
-    def put(self, key: tuple, row: str) -> None:
-        size = sys.getsizeof(row)
-        with self.lock:
-            old = self.rows.pop(key, None)
-            if old is not None:
-                self.bytes -= sys.getsizeof(old)
-            if size > self.max_bytes:
-                return
-            self.rows[key] = row
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, evicted = self.rows.popitem(last=False)
-                self.bytes -= sys.getsizeof(evicted)
+def selected_subscription(value: str | None) -> str:
+    """The subscription a page or poll is narrowed to: a canonical name, or "all"; 400 when invalid."""
+    if value is not None and value.strip().lower() == ALL_SUBSCRIPTIONS:
+        return ALL_SUBSCRIPTIONS
+    try:
+        return polling.canonical(value)
+    except polling.PollingRefused as refusal:
+        abort(400, refusal.message)
 
 
-def rendered_rows() -> RenderedRows:
-    cache = current_app.extensions.get("rendered_item_rows")
-    if cache is None:
-        cache = current_app.extensions.setdefault(
-            "rendered_item_rows", RenderedRows(current_app.config["RENDERED_ROWS_CACHE_MB"] * 1024 * 1024)
-        )
-    return cache
-
-
-def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: bytes | None) -> str:
-    """The item's row in the list (_useritem.html); the same for every viewer."""
-    key = (item.id, item.subscription, item.message_id)
-    cache = rendered_rows()
-    row = cache.get(key)
-    if row is None:
-        data = render_data(item, previewed=True, text=text_preview, raw=bytes_preview)
-        # The row needs no context processors: the template is rendered directly, which costs
-        # half as much as render_template on a path that renders up to 100 rows per request.
-        row = current_app.jinja_env.get_template("main/_useritem.html").render(
-            item=item, data=data, attributes=render_attributes(item),
-            detail_url=url_for("main.useritem", item_id=item.id),
-        )
-        cache.put(key, row)
-    return row
-
-
-def list_items(query: sa.Select, limit: int) -> list:
-    """Rows of (item, text_preview, bytes_preview): large data is cut in SQL, not in memory."""
-    return list(db.session.execute(with_previews(query).limit(limit)))
+def narrowed(query: sa.Select, subscription: str) -> sa.Select:
+    return query if subscription == ALL_SUBSCRIPTIONS else query.where(UserItem.subscription == subscription)
 
 
 @bp.route("/user/<username>")
 @login_required
 def user(username):
-    """A user's page: their newest messages first, with live updates."""
+    """A user's page for one subscription (or all): newest messages first, live updates, its polling state."""
     owner = visible_user(username)
-    rows = list_items(owner.items.select().order_by(UserItem.id.desc()), current_app.config["ITEMS_PER_PAGE"])
-    task = owner.get_task_in_progress(POLLING_TASK)
+    subscription = selected_subscription(request.args.get("subscription"))
+    rows = list_items(narrowed(owner.items.select(), subscription).order_by(UserItem.id.desc()),
+                      current_app.config["ITEMS_PER_PAGE"])
     # The page follows notifications from now on; the task's state is already in the page.
     notifications_since = db.session.scalar(
         sa.select(sa.func.max(Notification.timestamp)).where(Notification.user_id == owner.id)
     )
+    choices = polling.user_subscription_names(owner)
+    if subscription != ALL_SUBSCRIPTIONS and subscription not in choices:
+        choices.append(subscription)
     return render_template(
         "main/user.html",
         owner=owner,
@@ -123,46 +65,20 @@ def user(username):
         oldest_id=rows[-1][0].id if rows else 0,
         more_older=len(rows) == current_app.config["ITEMS_PER_PAGE"],
         notifications_since=notifications_since or 0,
-        polling=task is not None,
-        task=task,
-        subscription=current_app.config["SUBSCRIPTION_NAME"],
+        subscription=subscription,
+        choices=[(name, polling.display_name(name)) for name in choices],
+        status=None if subscription == ALL_SUBSCRIPTIONS else polling.status(owner, subscription),
     )
 
 
 @bp.route("/useritems")
 @login_required
 def useritems():
-    """Items newer than `after` (oldest first) or older than `before` (newest first), as rendered rows."""
+    """Messages newer than `after` (oldest first) or older than `before` (newest first), as rendered rows;
+    `subscription` narrows them to one (default: all)."""
     owner = visible_user(request.args.get("user"))
-    return keyset_page(owner.items.select())
-
-
-def keyset_page(query):
-    """One page of `query`'s items as JSON rows, by the request's `after` or `before` id.
-
-    `after` (the live poll) answers newer items oldest first, at most MAX_ITEMS_PER_RESPONSE;
-    `before` (infinite scroll) answers older items newest first, ITEMS_PER_PAGE of them.
-    """
-    after = request.args.get("after", type=int)
-    before = request.args.get("before", type=int)
-    if before is not None:
-        limit = current_app.config["ITEMS_PER_PAGE"]
-        query = query.where(UserItem.id < before).order_by(UserItem.id.desc())
-    else:
-        limit = MAX_ITEMS_PER_RESPONSE
-        query = query.where(UserItem.id > (after or 0)).order_by(UserItem.id.asc())
-    # One extra row tells whether more are waiting, without a COUNT.
-    rows = list_items(query, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return jsonify(
-        {
-            "status": "success" if rows else "unchanged",
-            "items": [render_item_row(*row) for row in rows],
-            "ids": [row[0].id for row in rows],
-            "more": more,
-        }
-    )
+    subscription = selected_subscription(request.args.get("subscription") or ALL_SUBSCRIPTIONS)
+    return keyset_page(narrowed(owner.items.select(), subscription))
 
 
 @bp.route("/useritems/<int:item_id>")
@@ -214,88 +130,40 @@ def notifications():
     )
 
 
-def task_status(task: Task | None) -> dict:
-    if task is None:
-        return {"status": "idle", "task_id": None}
-    try:
-        alive = job_is_alive(task, current_app.redis, utcnow())
-    except RedisError:
-        alive = None  # unknown while Redis is down; the database still says polling
-    return {
-        # "stalled": the worker running it is gone; a worker resumes it within seconds of being up.
-        "status": "stalled" if alive is False else "polling",
-        "task_id": task.id,
-        "subscription": task.subscription,
-        "description": task.description,
-        "stored_count": task.stored_count,
-        "streams": task.streams,
-        "started_at": task.started_at.isoformat() if task.started_at else None,
-    }
-
-
 @bp.route("/polling_pubsub", methods=["GET"])
 @login_required
 def polling_status():
-    """Status of the user's polling task; never changes anything."""
-    subscription = request.args.get("subscription") or None
-    return jsonify(task_status(current_user.get_task_in_progress(POLLING_TASK, subscription)))
-
-
-def parse_streams(value) -> int | None:
-    """How many streams (one job each, on as many workers) a polling task runs: 1 when not given,
-    None when not a whole number from 1 to MAX_POLLING_STREAMS. See README, "Scaling out"."""
-    if value is None or str(value).strip() == "":
-        return 1
+    """The state of the user's polling of `subscription` (default: SUBSCRIPTION_NAME); never changes anything."""
     try:
-        streams = int(str(value).strip())
-    except ValueError:
-        return None
-    return streams if 1 <= streams <= current_app.config["MAX_POLLING_STREAMS"] else None
-
-
-def streams_message() -> str:
-    return f"streams must be a whole number from 1 to {current_app.config['MAX_POLLING_STREAMS']}."
+        subscription = polling.canonical(request.args.get("subscription"))
+    except polling.PollingRefused as refusal:
+        return error_response(refusal.status, refusal.message)
+    return jsonify(polling.status(current_user, subscription))
 
 
 @bp.route("/polling_pubsub", methods=["POST"])
 @login_required
 def polling_pubsub():
-    """Start or stop polling (action=start|stop, as a form field or JSON)."""
+    """Start, stop or dismiss the failure of polling a subscription (action=start|stop|dismiss, form or JSON)."""
     payload = request.get_json(silent=True) or request.form
-    action = (payload.get("action") or "").strip().lower()
-    subscription = (payload.get("subscription") or current_app.config["SUBSCRIPTION_NAME"]).strip()
-    if action not in {"start", "stop"}:
-        return error_response(400, "action must be 'start' or 'stop'.")
-    streams = parse_streams(payload.get("streams"))
-    if streams is None:
-        return error_response(400, streams_message())
-    current_task = current_user.get_task_in_progress(POLLING_TASK, subscription)
-    if action == "start":
-        if current_task is not None:
-            return jsonify({"status": "polling", "task_id": current_task.id, "streams": current_task.streams}), 200
-        try:
-            task = current_user.launch_task(
-                POLLING_TASK, f"Polling subscription {subscription}", subscription, streams=streams
-            )
-        except IntegrityError:
-            # A concurrent start won the race: report its task.
-            db.session.rollback()
-            current_task = current_user.get_task_in_progress(POLLING_TASK, subscription)
-            return jsonify({"status": "polling", "task_id": current_task.id if current_task else 0}), 200
-        except RedisError:
-            current_app.logger.exception("Could not queue the polling job")
-            return error_response(503, "The task queue (Redis) is unavailable. Try again shortly.")
-        current_app.logger.info("User %s started polling %s (task %s, %d streams)", current_user.username,
-                                subscription, task.id, streams)
-        return jsonify({"status": "success", "task_id": task.id, "streams": streams}), 202
-    if current_task is None:
-        return jsonify({"status": "error", "task_id": 0}), 200
-    current_task.request_stop()
-    db.session.commit()
-    current_app.logger.info(
-        "User %s stopped polling %s (task %s)", current_user.username, subscription, current_task.id
-    )
-    return jsonify({"status": "terminated", "task_id": current_task.id}), 202
+    action = str(payload.get("action") or "").strip().lower()
+    if action not in {"start", "stop", "dismiss"}:
+        return error_response(400, "action must be 'start', 'stop' or 'dismiss'.")
+    try:
+        if action == "start":
+            task, started = polling.start(current_user, payload.get("subscription"), payload.get("streams"))
+            if not started:
+                return jsonify({"status": "polling", "task_id": task.id, "streams": task.streams}), 200
+            return jsonify({"status": "success", "task_id": task.id, "streams": task.streams}), 202
+        if action == "stop":
+            task = polling.stop(current_user, payload.get("subscription"))
+            if task is None:
+                return jsonify({"status": "error", "task_id": 0}), 200
+            return jsonify({"status": "terminated", "task_id": task.id}), 202
+        dismissed = polling.dismiss(current_user, payload.get("subscription"))
+        return jsonify({"status": "dismissed" if dismissed else "unchanged"}), 200
+    except polling.PollingRefused as refusal:
+        return error_response(refusal.status, refusal.message)
 
 
 @bp.route("/pygments.css")

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
@@ -16,13 +15,13 @@ from redis import RedisError
 from rq.exceptions import ShutDownImminentException
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import polling
 from app.extensions import db
-from app.models import Task, User, stream_job_id
+from app.models import Task, stream_job_id
+from app.polling import RESUMED_STAGE, TaskState, mark_alive
 from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
 from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
-from app.resume import RESUMED_STAGE, mark_alive
-from app.security import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class Poller:
         # an orphan while rq and app.resume start the task again elsewhere.
         self.worker_pid = os.getppid()
         self.reported_count = -1
-        self.stage = ""
+        self.state: TaskState | None = None
 
     # -- the loop --
     def run(self) -> int:
@@ -89,9 +88,7 @@ class Poller:
         started_with = self.stored_count
         self.source.open()
         if self.stream == 0:
-            if self.resumed:
-                self.report(RESUMED_STAGE)
-            self.report("Polling")
+            self.report(TaskState.POLLING, RESUMED_STAGE if self.resumed else None)
         now = self.clock()
         next_stop_check = now + STOP_CHECK_SECONDS
         next_heartbeat = now
@@ -112,8 +109,8 @@ class Poller:
                     next_heartbeat = now + HEARTBEAT_SECONDS
                 if now >= next_progress:
                     if self.stream == 0 and (self.task_stored_count() != self.reported_count
-                                             or self.stage != "Polling"):
-                        self.report("Polling")
+                                             or self.state != TaskState.POLLING):
+                        self.report(TaskState.POLLING)
                     next_progress = now + PROGRESS_SECONDS
                 if now < pause_until:
                     # Backing off after a failed write or a lost connection; keep checking for a stop.
@@ -128,7 +125,7 @@ class Poller:
                     connect_failures += 1
                     delay = backoff_seconds(connect_failures)
                     log.warning("Task %s: %s; reconnecting in %.0f s", self.task_id, error.reason, delay)
-                    self.report("Reconnecting")
+                    self.report(TaskState.RECONNECTING)
                     self._sleep_unless_stopped(delay)
                     if self.stop_requested():
                         break
@@ -138,7 +135,7 @@ class Poller:
                     continue
                 if connect_failures:
                     connect_failures = 0
-                    self.report("Polling")
+                    self.report(TaskState.POLLING)
                 if not self.store(batch):
                     pause_until = self.clock() + backoff_seconds(self.write_failures)
         finally:
@@ -221,50 +218,16 @@ class Poller:
             return self.reported_count
         return count or 0
 
-    def report(self, stage: str) -> None:
-        """Post a task_progress notification; a database outage only delays it."""
-        self.stage = stage
+    def report(self, state: TaskState, stage: str | None = None) -> None:
+        """Record the task's state and post its progress (app.polling); a database outage only delays it."""
+        self.state = state
         try:
             stored_count = self.task_stored_count()
-            post_progress(self.task_id, stage, self.source.mode, stored_count)
+            polling.report(self.task_id, state, stage, self.source.mode)
             self.reported_count = stored_count
         except SQLAlchemyError as error:
             db.session.rollback()
-            log.warning("Task %s: could not post %r (%s)", self.task_id, stage, error.__class__.__name__)
-
-
-def post_progress(task_id: str, stage: str, mode: str | None, stored_count: int | None = None) -> None:
-    """Add and commit a task_progress notification for the task's user."""
-    task = db.session.get(Task, task_id)
-    if task is None:
-        return
-    data: dict[str, Any] = {
-        "task_id": task.id,
-        "description": task.description,
-        "subscription": task.subscription,
-        "progress": stage,
-        "mode": mode,
-        "stored_count": task.stored_count if stored_count is None else stored_count,
-    }
-    user = db.session.get(User, task.user_id)
-    user.add_notification("task_progress", data)
-    db.session.commit()
-
-
-def end_task(task_id: str, stage: str, mode: str | None, error: str | None = None) -> None:
-    """Mark the task complete and tell the user how it ended."""
-    db.session.rollback()
-    task = db.session.get(Task, task_id)
-    if task is None:
-        return
-    task.complete = True
-    if task.finished_at is None:
-        task.finished_at = datetime.now(UTC)
-    # Reasons come from client libraries; what the user and the database see is redacted like the logs.
-    if error is not None:
-        task.last_error = redact_secrets(error)[:2000]
-    db.session.commit()
-    post_progress(task_id, redact_secrets(stage), mode)
+            log.warning("Task %s: could not post %s (%s)", self.task_id, state, error.__class__.__name__)
 
 
 def make_source(mode: str, client, path: str, user_id: int, subscription: str) -> PullSource | StreamingSource:
@@ -288,13 +251,13 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
     try:
         mode = pull_mode(config)
         if task.complete:
-            end_task(task_id, "Finished", mode)
+            polling.end(task_id, TaskState.FINISHED, mode=mode)
             return "Finished"
-        subscription = task.subscription or config["SUBSCRIPTION_NAME"]
-        path = subscription_path(config["GCP_PROJECT_ID"], subscription)
+        path = subscription_path(config["GCP_PROJECT_ID"], task.subscription or config["SUBSCRIPTION_NAME"])
         client = make_subscriber_client(config)
         try:
-            source = make_source(mode, client, path, task.user_id, subscription)
+            # Messages are stored under the subscription's full path, its one canonical name.
+            source = make_source(mode, client, path, task.user_id, path)
             writer = BatchWriter(db.engine, task.user_id, task_id)
             db.session.rollback()
             poller = Poller(task_id, source, writer, stream=stream)
@@ -304,21 +267,21 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
     except (SetupError, PollingFailed) as error:
         reason = str(error)
         log.error("Task %s failed: %s", task_id, reason)
-        end_task(task_id, f"Failed: {reason}", mode, error=reason)
+        polling.end(task_id, TaskState.FAILED, reason, mode)
         return f"Failed: {reason}"
     except WorkerGone as error:
         # Received messages were written and acked on the way out. The Task stays in progress; a
         # live worker resumes it once its heartbeat goes stale (app.resume).
         log.warning("Task %s: %s; stopping so that a live worker resumes polling", task_id, error)
         with suppress(SQLAlchemyError):
-            post_progress(task_id, "Reconnecting", mode)
+            polling.report(task_id, TaskState.RECONNECTING, mode=mode)
         return "Interrupted"
     except ShutDownImminentException:
         # The worker is restarting (Heroku's daily restart, a deploy). What was received has been
         # written and acked on the way out; rq runs the job again and polling resumes.
         log.warning("Task %s: the worker is shutting down; polling resumes when the job is retried", task_id)
         with suppress(SQLAlchemyError):
-            post_progress(task_id, "Reconnecting", mode)
+            polling.report(task_id, TaskState.RECONNECTING, mode=mode)
         raise
     except Exception as error:
         # The process boundary: whatever went wrong, the user sees it and the task ends. The job
@@ -326,11 +289,11 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
         log.exception("Task %s crashed", task_id)
         reason = f"internal error ({error.__class__.__name__})"
         try:
-            end_task(task_id, f"Failed: {reason}", mode, error=f"{error.__class__.__name__}: {error}")
+            polling.end(task_id, TaskState.FAILED, reason, mode)
         except SQLAlchemyError:
             log.exception("Task %s: could not record the failure", task_id)
         return f"Failed: {reason}"
     log.info("Task %s (stream %d) finished after storing %d new messages", task_id, stream, stored)
     if stream == 0:
-        end_task(task_id, "Finished", mode)
+        polling.end(task_id, TaskState.FINISHED, mode=mode)
     return "Finished"

@@ -11,7 +11,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -397,5 +396,3 @@ class StreamingSource:
         for message in batch.handles:
             message.nack()
 
-
-SourceFactory = Callable[[], PullSource | StreamingSource]

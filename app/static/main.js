@@ -24,6 +24,8 @@ $(function () {
   const owner = String(page.data("owner"));
   const ownPage = page.data("own-page") === true;
   const subscription = String(page.data("subscription"));
+  const subscriptionLabel = $("#subscription-select option:selected").text().trim() || subscription;
+  const hasStatus = $("#current-task").length > 0;
   const POLL_MS = 5000;
   let newestId = Number(page.data("newest-id")) || 0;
   let oldestId = Number(page.data("oldest-id")) || 0;
@@ -78,31 +80,39 @@ $(function () {
       .toggleClass("btn-warning", polling).toggleClass("btn-success", !polling);
   }
 
-  function forThisSubscription(name) {
-    // Notifications may name the subscription in full (projects/p/subscriptions/s) or by its short name.
-    return name === undefined || name === null || name === subscription ||
-      String(name).endsWith("/subscriptions/" + subscription);
+  // The status box shows GET /polling_pubsub's answer for this page's subscription, and nothing
+  // else: it switches on the status and state values the server sends, never on their words.
+  const BOX_CLASSES = "alert-success alert-danger alert-warning alert-secondary";
+  function renderStatus(status) {
+    const box = $("#current-task");
+    let boxClass = "alert-secondary";
+    let running = false;
+    let visible = true;
+    switch (status.status) {
+      case "queued": running = true; break;
+      case "polling": running = true; boxClass = "alert-success"; break;
+      case "stalled": running = true; boxClass = "alert-warning"; break;
+      case "failed": boxClass = "alert-danger"; break;
+      default: visible = status.state === "stopping";
+    }
+    box.removeClass(BOX_CLASSES).addClass(boxClass).attr("data-status", status.status)
+       .attr("data-state", status.state || "");
+    $("#task-description").text(status.description || "Polling");
+    $("#task-progress").text(status.words || "");
+    let count = "";
+    if (status.task_id) {
+      count = status.stored_count + " stored";
+      if (status.quarantined_count) { count += " · " + status.quarantined_count + " quarantined"; }
+    }
+    $("#task-count").text(count);
+    $("#dismiss-failure").prop("hidden", status.status !== "failed");
+    box.prop("hidden", !visible);
+    setButton(running);
   }
 
-  function setTaskProgress(data) {
-    const box = $("#current-task");
-    const stage = String(data.progress || "");
-    const ended = stage === "Finished" || stage.indexOf("Failed") === 0;
-    $("#task-description").text(data.description || "Polling");
-    $("#task-progress").text(ended ? stage : stage + "...");
-    $("#task-count").text(data.stored_count !== undefined ? data.stored_count + " stored" : "");
-    box.toggleClass("alert-success", stage.indexOf("Failed") !== 0)
-       .toggleClass("alert-danger", stage.indexOf("Failed") === 0);
-    if (!ended) {
-      // Another tab may have started it: the button follows the task.
-      if (forThisSubscription(data.subscription)) { setButton(true); }
-      clearTimeout(setTaskProgress.timer);
-      if (box.prop("hidden") || box.is(":hidden")) { box.prop("hidden", false).hide().fadeIn(1000); }
-    } else {
-      if (forThisSubscription(data.subscription)) { setButton(false); }
-      clearTimeout(setTaskProgress.timer);
-      setTaskProgress.timer = setTimeout(function () { box.fadeOut(1000); }, 5000);
-    }
+  function refreshStatus() {
+    if (!ownPage || !hasStatus) { return $.Deferred().resolve(); }
+    return $.getJSON(urls.polling, {subscription: subscription}).done(renderStatus);
   }
 
   function connectionLost(xhr, textStatus) {
@@ -117,16 +127,23 @@ $(function () {
   function pollNotifications() {
     if (!ownPage) { return $.Deferred().resolve(); }
     return $.getJSON(urls.notifications, {since: notificationsSince}).done(function (list) {
+      let changed = false;
       for (let i = 0; i < list.length; i++) {
-        if (list[i].name === "task_progress") { setTaskProgress(list[i].data); }
+        const data = list[i].data || {};
+        if (list[i].name === "task_progress" && data.subscription === subscription && data.state) { changed = true; }
         notificationsSince = list[i].timestamp;
       }
       connectionBack();
+      // A task of this subscription changed; a waiting task changes place in the queue without notice.
+      const state = $("#current-task").attr("data-status");
+      if (changed || state === "queued" || state === "stalled" || $("#current-task").attr("data-state") === "stopping") {
+        refreshStatus();
+      }
     }).fail(connectionLost);
   }
 
   function pollItems() {
-    return $.getJSON(urls.useritems, {after: newestId, user: owner}).fail(connectionLost).done(function (reply) {
+    return $.getJSON(urls.useritems, {after: newestId, user: owner, subscription: subscription}).fail(connectionLost).done(function (reply) {
       connectionBack();
       addRows(reply.items, reply.ids, "top");
       if (reply.ids.length) { newestId = Math.max(newestId, reply.ids[reply.ids.length - 1]); }
@@ -140,7 +157,7 @@ $(function () {
     if (noOlderItems || loadingOlder) { return; }
     loadingOlder = true;
     $("#scroll-status").text("Loading older messages...");
-    $.getJSON(urls.useritems, {before: oldestId, user: owner}).done(function (reply) {
+    $.getJSON(urls.useritems, {before: oldestId, user: owner, subscription: subscription}).done(function (reply) {
       addRows(reply.items, reply.ids, "bottom");
       if (reply.ids.length) { oldestId = reply.ids[reply.ids.length - 1]; }
       noOlderItems = !reply.more;
@@ -165,20 +182,27 @@ $(function () {
     const action = button.data("polling") === true ? "stop" : "start";
     $.post(urls.polling, {action: action, subscription: subscription}).done(function (reply) {
       if (action === "start") {
-        setButton(true);
-        if (reply.status === "success") { setTaskProgress({progress: "Starting", description: "Polling " + subscription}); }
-        infoMessage(reply.status === "success" ? "Started background task: polling " + subscription
-                                               : "A polling task is already running.");
+        infoMessage(reply.status === "success" ? "Started polling " + subscriptionLabel
+                                               : "Polling of " + subscriptionLabel + " was already running.");
       } else {
-        setButton(false);
-        infoMessage(reply.status === "terminated" ? "Stopping background task: polling " + subscription
-                                                  : "No polling task was running.");
+        infoMessage(reply.status === "terminated" ? "Stopping polling of " + subscriptionLabel
+                                                  : subscriptionLabel + " was not being polled.");
       }
     }).fail(function (xhr) {
       const reply = xhr.responseJSON || {};
       infoMessage("Could not " + action + " polling: " + (reply.error || xhr.statusText));
-    }).always(function () { button.prop("disabled", false); });
+    }).always(function () {
+      button.prop("disabled", false);
+      refreshStatus();
+    });
   });
+
+  $("#dismiss-failure").on("click", function () {
+    $.post(urls.polling, {action: "dismiss", subscription: subscription}).always(refreshStatus);
+  });
+
+  // Picking another subscription loads its page, so the URL (and a reload or shared link) keeps it.
+  $("#subscription-select").on("change", function () { $("#subscription-picker").trigger("submit"); });
 
   $("#changepwd").on("submit", function (event) {
     event.preventDefault();
@@ -203,5 +227,6 @@ $(function () {
     $.when(pollNotifications(), pollItems()).always(function () { setTimeout(tick, POLL_MS); });
   }
   pollNotifications();
+  refreshStatus();
   setTimeout(tick, POLL_MS);
 });

@@ -11,7 +11,7 @@ from flask import current_app
 from markupsafe import Markup
 from pygments import highlight
 
-from app.main.jsonhtml import highlight_value
+from app.jsonhtml import highlight_value
 from app.models import UserItem
 
 # Data larger than this is cut in the list; the detail view shows all of it.
@@ -31,7 +31,7 @@ class RenderedData:
 
 
 def highlight_json(value, sort_keys: bool = False) -> Markup:
-    """The value pretty-printed (indent 2) and highlighted as Pygments does it (app/main/jsonhtml.py)."""
+    """The value pretty-printed (indent 2) and highlighted as Pygments does it (app/jsonhtml.py)."""
     html = highlight_value(value, sort_keys=sort_keys)
     if html is None:
         text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
