@@ -188,25 +188,103 @@ def test_page_fits_a_phone_and_the_navbar_toggler_opens_the_menu(app, browser_co
     page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
 
 
-def test_status_alert_and_button_follow_task_progress_notifications(app, browser_context):
+def add_task(app, user_id: int, subscription: str, **fields) -> str:
+    """A polling Task row as app.polling.launch records it (no job: it counts as starting for 30 s)."""
+    import uuid
+
+    from app.extensions import db
+    from app.models import Task
+
+    with app.app_context():
+        task = Task(id=uuid.uuid4().hex, name="polling_subscription", user_id=user_id, subscription=subscription,
+                    description=f"Polling subscription {subscription}", **fields)
+        db.session.add(task)
+        db.session.commit()
+        return task.id
+
+
+def test_status_box_and_button_follow_the_task_state_and_a_failure_stays_until_dismissed(app, browser_context):
+    from app import polling
+
     context, _ = browser_context
     user_id = create_user(app, "alice")
     page = sign_in(context)
     alert, button = page.locator("#current-task"), page.locator("#pollnav")
     expect(alert).to_be_hidden()
-    subscription = app.config["SUBSCRIPTION_NAME"]
-    # As the job posts them, e.g. after another tab started polling.
-    notify(app, user_id, {"progress": "Polling", "description": f"Polling subscription {subscription}",
-                          "subscription": subscription, "stored_count": 12})
-    expect(page.locator("#task-progress")).to_have_text("Polling...", timeout=LIVE_UPDATE_MS)
-    expect(alert).to_be_visible()
+    expect(button).to_have_text("Start polling")
+    # As another tab starts it and the job picks it up: the job's transition notifies the page.
+    task_id = add_task(app, user_id, app.config["SUBSCRIPTION_NAME"], stored_count=12)
+    with app.app_context():
+        polling.transition(task_id, polling.TaskState.POLLING)
+    expect(alert).to_have_attribute("data-status", "polling", timeout=LIVE_UPDATE_MS)
+    expect(page.locator("#task-progress")).to_have_text("Polling")
     expect(alert).to_contain_text("12 stored")
     expect(button).to_have_text("Stop polling")
-    notify(app, user_id, {"progress": "Failed: subscription not found", "subscription": subscription})
-    expect(page.locator("#task-progress")).to_have_text("Failed: subscription not found", timeout=LIVE_UPDATE_MS)
+    with app.app_context():
+        polling.end(task_id, polling.TaskState.FAILED, "subscription not found: projects/x/subscriptions/monitor-sub")
+    expect(alert).to_have_attribute("data-status", "failed", timeout=LIVE_UPDATE_MS)
+    expect(page.locator("#task-progress")).to_have_text(
+        "Failed: subscription not found: projects/x/subscriptions/monitor-sub")
     assert "alert-danger" in alert.get_attribute("class")
     expect(button).to_have_text("Start polling")
-    expect(alert).to_be_hidden(timeout=8_000)  # fades out after the end
+    # It does not fade: still there after two more polls and after a reload.
+    page.wait_for_timeout(2 * 5_000 + 1_000)
+    expect(alert).to_be_visible()
+    page.reload()
+    expect(alert).to_have_attribute("data-status", "failed")
+    page.click("#dismiss-failure")
+    expect(alert).to_be_hidden(timeout=LIVE_UPDATE_MS)
+    page.reload()
+    expect(alert).to_be_hidden()
+
+
+def test_live_page_follows_the_selected_subscription_and_keeps_it_across_a_reload(app, browser_context):
+    context, _ = browser_context
+    user_id = create_user(app, "alice", subscriptions=("first-sub", "second-sub"))
+    store_item(app, user_id, {"which": "first"}, subscription="first-sub")
+    store_item(app, user_id, {"which": "second"}, subscription="second-sub")
+    task_id = add_task(app, user_id, "second-sub", state="polling")
+    page = sign_in(context)
+    alert, button = page.locator("#current-task"), page.locator("#pollnav")
+    # The default subscription first: not polling, and neither message is its own.
+    expect(button).to_have_text("Start polling")
+    expect(page.locator("#useritems tr.useritem")).to_have_count(0)
+
+    page.select_option("#subscription-select", label="second-sub")
+    page.wait_for_url("**/user/alice?subscription=*second-sub*")
+    expect(alert).to_have_attribute("data-status", "polling")
+    expect(button).to_have_text("Stop polling")
+    expect(page.locator("#useritems tr.useritem")).to_have_count(1)
+    expect(page.locator("#useritems")).to_contain_text("second")
+    page.screenshot(path=str(ARTIFACTS / "live-selected-subscription.png"), full_page=True)
+
+    page.select_option("#subscription-select", label="first-sub")
+    page.wait_for_url("**/user/alice?subscription=*first-sub*")
+    expect(button).to_have_text("Start polling")
+    expect(alert).to_be_hidden()
+    page.reload()
+    assert page.eval_on_selector("#subscription-select", "select => select.selectedOptions[0].text.trim()") == \
+        "first-sub"
+    expect(button).to_have_text("Start polling")
+    expect(page.locator("#useritems tr.useritem")).to_have_count(1)
+    expect(page.locator("#useritems")).to_contain_text("first")
+
+    # Stop on the second subscription's page stops that one, not whichever task runs.
+    page.select_option("#subscription-select", label="second-sub")
+    page.wait_for_url("**/user/alice?subscription=*second-sub*")
+    page.click("#pollnav")
+    expect(page.locator("#clnt-alert")).to_contain_text("Stopping polling of second-sub")
+    expect(button).to_have_text("Start polling", timeout=LIVE_UPDATE_MS)
+    from app.extensions import db
+    from app.models import Task
+
+    with app.app_context():
+        assert db.session.get(Task, task_id).state == "stopping"
+
+    page.select_option("#subscription-select", value="all")
+    page.wait_for_url("**/user/alice?subscription=all")
+    expect(page.locator("#useritems tr.useritem")).to_have_count(2)
+    expect(page.locator("#pollnav")).to_have_count(0)
 
 
 def notify(app, user_id, data):

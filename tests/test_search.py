@@ -134,8 +134,9 @@ def test_filter_lives_in_the_url_and_bad_values_are_explained(searchable, client
     assert page.status_code == 200
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
     # The export links and the live poll carry the same filter.
-    assert "export.jsonl?q=%3Cb%3Ex%3C/b%3E&amp;attr=status%3DSUCCESS&amp;sub=projects/test-project/subscriptions/sub-a" in html
-    assert 'data-items-url="/explore/items?q=%3Cb%3Ex%3C/b%3E&amp;attr=status%3DSUCCESS&amp;sub=projects/test-project/subscriptions/sub-a"' in html
+    query = "q=%3Cb%3Ex%3C/b%3E&amp;attr=status%3DSUCCESS&amp;sub=projects/test-project/subscriptions/sub-a"
+    assert f"export.jsonl?{query}" in html
+    assert f'data-items-url="/explore/items?{query}"' in html
     bad = client.get("/explore/items", query_string={"from": "yesterday"})
     assert bad.status_code == 400 and "from must be a date" in bad.get_json()["error"]
     assert client.get("/explore", query_string={"attr": "no-equals-sign"}).status_code == 400

@@ -22,7 +22,8 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           # test_subscriptions.py); the admin ones answer 403 to others (test_admin.py).
                           "explore.explore", "explore.explore_items", "explore.export_jsonl", "explore.export_csv",
                           "explore.activity", "subscriptions.subscriptions", "subscriptions.start",
-                          "subscriptions.stop", "subscriptions.dismiss", "subscriptions.delete", "admin.publish_message", "admin.replay"}
+                          "subscriptions.stop", "subscriptions.dismiss", "subscriptions.delete",
+                          "admin.publish_message", "admin.replay"}
 
 
 @pytest.fixture

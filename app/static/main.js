@@ -97,7 +97,7 @@ $(function () {
     }
     box.removeClass(BOX_CLASSES).addClass(boxClass).attr("data-status", status.status)
        .attr("data-state", status.state || "");
-    $("#task-description").text(status.description || "Polling");
+    $("#task-description").text(status.description || "");
     $("#task-progress").text(status.words || "");
     let count = "";
     if (status.task_id) {
