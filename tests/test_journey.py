@@ -68,7 +68,7 @@ def publish_with_helper(app, topic: str, count: int) -> dict[str, bytes]:
 def test_whole_journey_stores_every_published_message_once_and_stops(
     app, client, auth, emulator, pubsub_names, worker_factory, mode
 ):
-    create_user(app, "alice")
+    create_user(app, "alice", subscriptions=(pubsub_names["subscription"],))
     auth.login()
     worker = worker_factory(PUBSUB_PULL_MODE=mode)
     subscription = pubsub_names["subscription"]
@@ -89,7 +89,7 @@ def test_whole_journey_stores_every_published_message_once_and_stops(
     assert len(items) == 1000
     assert len({item.message_id for item in items}) == 1000
     assert {item.message_id: item.data for item in items} == published
-    assert all(item.subscription == subscription for item in items)
+    assert all(item.subscription == pubsub_names["subscription_path"] for item in items)
 
     response = post_polling(client, auth, "stop", subscription)
     stopped_at = time.monotonic()
@@ -104,7 +104,9 @@ def test_whole_journey_stores_every_published_message_once_and_stops(
     last = progress_notifications(client)[-1]
     assert last["progress"] == "Finished"
     assert last["stored_count"] == 1000 and last["task_id"] == task_id and last["mode"] == mode
-    assert client.get("/polling_pubsub").get_json()["status"] == "idle"
+    assert last["state"] == "finished"
+    status = client.get("/polling_pubsub", query_string={"subscription": subscription}).get_json()
+    assert (status["status"], status["state"]) == ("idle", "finished")
 
 
 def assert_fails_once_without_a_crash_loop(app, client, auth, worker, subscription: str, cause: str) -> dict:
@@ -125,14 +127,17 @@ def assert_fails_once_without_a_crash_loop(app, client, auth, worker, subscripti
     with app.app_context():
         task = db.session.get(Task, task_id)
         assert task.complete and cause in task.last_error
-    assert client.get("/polling_pubsub").get_json()["status"] == "idle"
+    # The failure stays on the status until the user starts again or dismisses it.
+    status = client.get("/polling_pubsub", query_string={"subscription": subscription}).get_json()
+    assert (status["status"], status["state"], status["task_id"]) == ("failed", "failed", task_id)
+    assert cause in status["reason"] and failed[0]["state"] == "failed"
     return failed[0]
 
 
 def test_subscription_that_does_not_exist_ends_the_task_with_the_cause(
     app, client, auth, emulator, worker_factory
 ):
-    create_user(app, "alice")
+    create_user(app, "alice", subscriptions=("no-such-subscription",))
     auth.login()
     worker = worker_factory()
     assert_fails_once_without_a_crash_loop(
@@ -178,7 +183,7 @@ class RestartableWorker(WorkerProcess):
 def test_polling_resumes_by_itself_after_a_worker_restart(
     app, client, auth, emulator, pubsub_names, tmp_path, require_postgres, worker_class
 ):
-    create_user(app, "alice")
+    create_user(app, "alice", subscriptions=(pubsub_names["subscription"],))
     auth.login()
     workers = []
 

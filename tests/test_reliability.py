@@ -236,8 +236,11 @@ def test_task_left_in_progress_without_a_job_is_resumed_within_60s(
 
     wait_until(replaced, 60, message="the stale task to be reconciled")
     assert time.monotonic() - started < 60
-    status = client.get("/polling_pubsub").get_json()
-    assert status["status"] == "polling" and status["task_id"] != "stale-task-0001"
+    # The replacement is queued, then polling once the worker takes it.
+    status = wait_until(lambda: (answer := client.get("/polling_pubsub", query_string={
+        "subscription": pubsub_names["subscription"]}).get_json())["status"] == "polling" and answer, 30,
+        message="the replacement polling")
+    assert status["task_id"] != "stale-task-0001"
     with app.app_context():
         old = db.session.get(Task, "stale-task-0001")
         assert old.complete and "stopped" in old.last_error
@@ -253,15 +256,15 @@ def test_status_endpoint_reports_a_task_without_a_job_as_stalled(app, client, au
     user_id = create_user(app, "alice")
     with app.app_context():
         db.session.add(Task(id="stale-task-0002", name=POLLING, description="Polling", user_id=user_id,
-                            subscription="sub-x", started_at=utcnow() - timedelta(minutes=5)))
+                            subscription="sub-x", started_at=utcnow() - timedelta(minutes=5), state="polling"))
         db.session.commit()
     auth.login()
-    assert client.get("/polling_pubsub").get_json()["status"] == "stalled"
+    assert client.get("/polling_pubsub?subscription=sub-x").get_json()["status"] == "stalled"
     with app.app_context():
         db.session.execute(sa.update(Task).values(heartbeat_at=utcnow()))
         db.session.commit()
     # a fresh heartbeat means a job is running, even if Redis knows nothing of it
-    assert client.get("/polling_pubsub").get_json()["status"] == "polling"
+    assert client.get("/polling_pubsub?subscription=sub-x").get_json()["status"] == "polling"
 
 
 def test_ten_concurrent_starts_leave_exactly_one_polling_job(app, auth, client):
