@@ -77,7 +77,7 @@ class Poller:
         db.session.rollback()
         self.write_failures = 0
         # rq's work horse is a child of the worker; if the worker dies, the horse must not poll on as
-        # an orphan while rq and app.resume start the task again elsewhere.
+        # an orphan while rq and app.polling.reconcile start the task again elsewhere.
         self.worker_pid = os.getppid()
         self.reported_count = -1
         self.state: TaskState | None = None
@@ -192,7 +192,7 @@ class Poller:
         return complete is None or bool(complete)
 
     def heartbeat(self) -> None:
-        """Prove this job alive in Redis and in the database; either one is enough (see app.resume)."""
+        """Prove this job alive in Redis and in the database; either one is enough (see app.polling)."""
         try:
             mark_alive(current_app.redis, self.job_id)
         except RedisError as error:
@@ -271,7 +271,7 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
         return f"Failed: {reason}"
     except WorkerGone as error:
         # Received messages were written and acked on the way out. The Task stays in progress; a
-        # live worker resumes it once its heartbeat goes stale (app.resume).
+        # live worker resumes it once its heartbeat goes stale (app.polling.reconcile).
         log.warning("Task %s: %s; stopping so that a live worker resumes polling", task_id, error)
         with suppress(SQLAlchemyError):
             polling.report(task_id, TaskState.RECONNECTING, mode=mode)
