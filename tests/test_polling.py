@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import re
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,18 +14,7 @@ from google.cloud import pubsub_v1
 from app.extensions import db
 from app.models import Notification, Task, UserItem
 from tests.conftest import ROOT, TEST_PROJECT, create_user, wait_until
-
-
-def make_subscription(prefix: str = "sub") -> dict:
-    suffix = uuid.uuid4().hex[:10]
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path(TEST_PROJECT, f"topic-{suffix}")
-    path = subscriber.subscription_path(TEST_PROJECT, f"{prefix}-{suffix}")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=path, topic=topic, ack_deadline_seconds=30)
-    subscriber.close()
-    return {"topic_path": topic, "name": f"{prefix}-{suffix}", "path": path}
+from tests.test_subscriptions import make_subscription
 
 
 def post(client, auth, **fields):
