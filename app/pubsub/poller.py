@@ -245,6 +245,8 @@ def post_progress(task_id: str, stage: str, mode: str | None, stored_count: int 
         "progress": stage,
         "mode": mode,
         "stored_count": task.stored_count if stored_count is None else stored_count,
+        # Of those stored, how many only in the quarantined form (BatchWriter counts them on the Task).
+        "quarantined_count": task.quarantined_count or 0,
     }
     user = db.session.get(User, task.user_id)
     user.add_notification("task_progress", data)
