@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -22,6 +21,7 @@ from app.models import Notification, Task, User, UserItem
 from app.pubsub import BatchWriter
 from app.pubsub.messages import build_row, decode_raw_message
 from tests.conftest import create_user, database_kind, wait_until
+from tests.test_subscriber import make_task
 
 NUL_KEY = "key\x00with nul"
 
@@ -32,16 +32,6 @@ def make_row(user_id: int, message_id: str, *, data: bytes = b'{"ok": true}', at
                      attributes=attributes or {}, publish_time=datetime(2026, 1, 1, tzinfo=UTC),
                      ordering_key=ordering_key, delivery_attempt=None, size=len(data),
                      received_at=datetime.now(UTC))
-
-
-def make_task(app, subscription: str = "sub-a") -> tuple[int, str]:
-    user_id = create_user(app, "alice")
-    with app.app_context():
-        task = Task(id=uuid.uuid4().hex, name="polling_subscription", user_id=user_id,
-                    description=f"Polling subscription {subscription}", subscription=subscription)
-        db.session.add(task)
-        db.session.commit()
-        return user_id, task.id
 
 
 @pytest.fixture
@@ -102,7 +92,7 @@ def test_text_fields_longer_than_their_columns_are_quarantined_not_cut():
 
 
 def test_message_with_nul_in_its_ordering_key_is_stored_quarantined_with_its_batch(app):
-    user_id, task_id = make_task(app)
+    user_id, task_id = make_task(app, "sub-a")
     rows = [make_row(user_id, str(number)) for number in range(5)]
     rows.insert(2, make_row(user_id, "poison", ordering_key=NUL_KEY))
     with app.app_context():
@@ -119,7 +109,7 @@ def test_message_with_nul_in_its_ordering_key_is_stored_quarantined_with_its_bat
 
 
 def test_rows_the_database_refuses_are_bisected_out_quarantined_and_the_rest_stored(app, refuses_nul):
-    user_id, task_id = make_task(app)
+    user_id, task_id = make_task(app, "sub-a")
     rows = [make_row(user_id, str(number), data=f'{{"n": {number}}}'.encode()) for number in range(40)]
     # Rows that slipped past conversion: nothing but the database itself refuses them.
     for number in (3, 17, 18, 39):
@@ -141,7 +131,7 @@ def test_rows_the_database_refuses_are_bisected_out_quarantined_and_the_rest_sto
 
 
 def test_an_outage_is_not_quarantined_but_raised_so_the_batch_is_nacked(app):
-    user_id, task_id = make_task(app)
+    user_id, task_id = make_task(app, "sub-a")
     with app.app_context():
         engine = db.engine
 
@@ -159,7 +149,7 @@ def test_an_outage_is_not_quarantined_but_raised_so_the_batch_is_nacked(app):
 
 
 def test_detail_page_flags_a_quarantined_message(app, client, auth):
-    user_id, task_id = make_task(app)
+    user_id, task_id = make_task(app, "sub-a")
     with app.app_context():
         BatchWriter(db.engine, user_id, task_id).write([make_row(user_id, "poison", ordering_key=NUL_KEY)])
         item_id = db.session.scalar(sa.select(UserItem.id))
