@@ -21,6 +21,7 @@ from app.models import Notification, Task, User, UserItem
 from app.pubsub import BatchWriter
 from app.pubsub.messages import build_row, decode_raw_message
 from tests.conftest import create_user, database_kind, wait_until
+from tests.test_admin import form_token, pull_all
 from tests.test_subscriber import make_task
 
 NUL_KEY = "key\x00with nul"
@@ -157,6 +158,23 @@ def test_detail_page_flags_a_quarantined_message(app, client, auth):
     page = client.get(f"/useritems/{item_id}")
     assert page.status_code == 200
     assert b'id="quarantine-badge"' in page.data and b"Quarantined: the ordering key holds a NUL" in page.data
+    assert b'ordering key <code>"key\\u0000with nul"</code>' in page.data  # exact, in JSON notation
+
+
+def test_replay_of_a_quarantined_message_publishes_it_as_received(app, client, auth, emulator, pubsub_names):
+    app.config["PUBSUB_EMULATOR_HOST"] = emulator.host
+    user_id, task_id = make_task(app, pubsub_names["subscription"])
+    create_user(app, "root", is_admin=True)
+    row = make_row(user_id, "orig-1", data=b"poison", attributes={"a\x00": "b"}, ordering_key=NUL_KEY)
+    with app.app_context():
+        BatchWriter(db.engine, user_id, task_id).write([row | {"subscription": pubsub_names["subscription"]}])
+        item_id = db.session.scalar(sa.select(UserItem.id))
+    auth.login("root")
+    token = form_token(client, f"/useritems/{item_id}")
+    page = client.post(f"/admin/replay/{item_id}", data={"csrf_token": token, "topic": ""})
+    assert page.status_code == 200, page.get_data(as_text=True)[:500]
+    [message] = pull_all(pubsub_names["subscription_path"], 1)
+    assert (message.data, dict(message.attributes), message.ordering_key) == (b"poison", {"a\x00": "b"}, NUL_KEY)
 
 
 # --- acceptance: the real worker on PostgreSQL --------------------------------------------------------
