@@ -131,6 +131,18 @@ def test_rows_the_database_refuses_are_bisected_out_quarantined_and_the_rest_sto
         assert writer.write(rows) == 0
 
 
+def test_a_quarantined_row_the_database_still_refuses_is_stored_bare(app, refuses_nul):
+    user_id, task_id = make_task(app, "sub-a")
+    # A quarantined row with a fault nobody foresaw (text the database refuses): only its bare form fits.
+    row = make_row(user_id, "1", ordering_key=NUL_KEY) | {"data_text": "a\x00b"}
+    with app.app_context():
+        assert BatchWriter(db.engine, user_id, task_id).write([row, make_row(user_id, "2")]) == 2
+        item = db.session.scalar(sa.select(UserItem).where(UserItem.message_id == "1"))
+        assert item.quarantine_reason.startswith("the database refused it")
+        assert item.data_bytes == b"a\x00b" and item.data_text is None and item.attributes_json == "{}"
+        assert item.original_message()["ordering_key"] == NUL_KEY
+
+
 def test_an_outage_is_not_quarantined_but_raised_so_the_batch_is_nacked(app):
     user_id, task_id = make_task(app, "sub-a")
     with app.app_context():

@@ -61,10 +61,16 @@ def copy_line(row: dict[str, Any]) -> str:
     return "\t".join([write(row[name]) for name, write in _COPY_PLAN]) + "\n"
 
 
-def rejection_reason(error: sa.exc.DBAPIError) -> str:
+# Errors that say a row's data cannot be stored, not that the database is unreachable. psycopg2
+# refuses a NUL in a bound string with a ValueError, before anything is sent.
+DATA_ERRORS = (sa.exc.DataError, ValueError)
+
+
+def rejection_reason(error: Exception) -> str:
     """The database's own words for a refused row, first line only (later ones quote the data)."""
-    lines = str(error.orig).strip().splitlines() or [""]
-    return f"the database refused it ({error.orig.__class__.__name__}: {lines[0]})"
+    cause = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+    lines = str(cause).strip().splitlines() or [""]
+    return f"the database refused it ({cause.__class__.__name__}: {lines[0]})"
 
 
 class BatchWriter:
@@ -107,7 +113,7 @@ class BatchWriter:
         """Store the rows and return how many were new, quarantined ones included.
 
         One transaction when all goes well. When the database refuses the batch's data
-        (DataError), the batch is bisected: the rows it takes are stored, and each row it
+        (DATA_ERRORS), the batch is bisected: the rows it takes are stored, and each row it
         refuses is stored in its quarantined form, so one message never holds back another.
         Raises SQLAlchemyError only when the database fails as a whole (an outage): then
         nothing should be acked. A row refused even in its quarantined form raises too.
@@ -116,12 +122,11 @@ class BatchWriter:
             return 0
         try:
             return self._commit(rows)
-        except sa.exc.DataError as error:
+        except DATA_ERRORS as error:
             if len(rows) > 1:
                 middle = len(rows) // 2
                 return self.write(rows[:middle]) + self.write(rows[middle:])
-            if rows[0].get("quarantine_reason") is not None:
-                raise
+            # Once, not recursively: a bare form refused too is a bug to see, so it raises.
             return self._commit([quarantined(rows[0], rejection_reason(error), bare=True)])
 
     def _commit(self, rows: Sequence[dict[str, Any]]) -> int:
@@ -133,10 +138,10 @@ class BatchWriter:
         with self.engine.begin() as connection:
             inserted = 0
             if self.is_postgresql:
-                connection_info = connection.connection.info
                 # Before any insert: the lock also orders quarantined rows' ids.
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
                 if rows:
+                    connection_info = connection.connection.info
                     inserted = self._write_postgresql(connection, rows)
             elif rows:
                 inserted = len(connection.execute(self.insert, list(rows)).all())
