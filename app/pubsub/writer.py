@@ -116,7 +116,7 @@ class BatchWriter:
         (DATA_ERRORS), the batch is bisected: the rows it takes are stored, and each row it
         refuses is stored in its quarantined form, so one message never holds back another.
         Raises SQLAlchemyError only when the database fails as a whole (an outage): then
-        nothing should be acked. A row refused even in its quarantined form raises too.
+        nothing should be acked. A row refused even in its bare quarantined form raises too (a bug).
         """
         if not rows:
             return 0
@@ -130,7 +130,7 @@ class BatchWriter:
             return self._commit([quarantined(rows[0], rejection_reason(error), bare=True)])
 
     def _commit(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert the rows in one transaction and return how many were new. Raises SQLAlchemyError on failure."""
+        """Insert the rows in one transaction and return how many were new; raises whatever the database raised."""
         held = [row for row in rows if row.get("quarantine_reason") is not None]
         if held:
             rows = [row for row in rows if row.get("quarantine_reason") is None]
