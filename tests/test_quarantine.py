@@ -22,7 +22,7 @@ from app.pubsub import BatchWriter
 from app.pubsub.messages import build_row, decode_raw_message
 from tests.conftest import create_user, database_kind, wait_until
 from tests.test_admin import form_token, pull_all
-from tests.test_subscriber import make_task
+from tests.test_subscriber import MODES, Observed, RunningPoller, make_task
 
 NUL_KEY = "key\x00with nul"
 
@@ -253,3 +253,25 @@ def test_poison_message_among_good_ones_is_quarantined_and_acked_while_the_rest_
     finally:
         subscriber.close()
     assert list(left) == []
+
+
+# --- the poller against the emulator, both pull modes -------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_poison_message_is_acked_with_its_batch_and_counted_in_progress(app, emulator, pubsub_names, mode):
+    observed = Observed(app)
+    poller = RunningPoller(app, emulator, mode, pubsub_names, observed=observed).start()
+    publisher = pubsub_v1.PublisherClient(
+        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+    )
+    futures = [publisher.publish(pubsub_names["topic_path"], b"good %d" % number) for number in range(10)]
+    futures.append(publisher.publish(pubsub_names["topic_path"], b"poison", ordering_key=NUL_KEY))
+    published = {future.result(timeout=30) for future in futures}
+    wait_until(lambda: set(observed.acked) >= published, 30, message="every message acked")
+    wait_until(lambda: poller.progress()[-1].get("quarantined_count") == 1, 20, message="progress counts it")
+    poller.stop()
+    assert observed.nacked == [] and observed.acked_before_commit == []
+    items = poller.items()
+    assert sorted(item.message_id for item in items) == sorted(published)
+    assert [item.data for item in items if item.is_quarantined] == [b"poison"]
