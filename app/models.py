@@ -116,6 +116,8 @@ class Task(db.Model):
     finished_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
     heartbeat_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
     stored_count: so.Mapped[int] = so.mapped_column(default=0)
+    # Of stored_count, how many were stored in the quarantined form (see UserItem.quarantine_reason).
+    quarantined_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     # How many RQ jobs (streams or pullers, one per worker) share this task's subscription.
     streams: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
@@ -126,8 +128,6 @@ class Task(db.Model):
     state_changed_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime, default=utcnow)
     # The user has read the failure; the page stops showing it.
     dismissed: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
-    # Messages stored in quarantine (they could not be stored as they came; see app.pubsub.writer).
-    quarantined_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
 
     user: so.Mapped[User] = so.relationship(back_populates="tasks")
 
@@ -197,6 +197,11 @@ class UserItem(db.Model):
     ordering_key: so.Mapped[str | None] = so.mapped_column(sa.String(1024))
     delivery_attempt: so.Mapped[int | None] = so.mapped_column()
     size: so.Mapped[int] = so.mapped_column(default=0)
+    # Set when the message could not be stored as it arrived: a text field the database cannot
+    # hold as text (NUL, too long), or a batch write that failed on this message's data. The
+    # text columns then hold a readable copy, and raw_message the exact message, byte for byte.
+    quarantine_reason: so.Mapped[str | None] = so.mapped_column(sa.String(256))
+    raw_message: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
 
     user: so.Mapped[User] = so.relationship(back_populates="items")
 
@@ -232,6 +237,19 @@ class UserItem(db.Model):
     @property
     def is_binary(self) -> bool:
         return self.data_bytes is not None
+
+    @property
+    def is_quarantined(self) -> bool:
+        return self.quarantine_reason is not None
+
+    def original_message(self) -> dict[str, Any]:
+        """The message exactly as received: from raw_message when quarantined, else from the columns."""
+        from app.pubsub.messages import decode_raw_message
+
+        if self.raw_message is not None:
+            return decode_raw_message(self.raw_message)
+        return {"message_id": self.message_id, "data": self.data, "attributes": self.attributes,
+                "ordering_key": self.ordering_key or ""}
 
 
 class Subscription(db.Model):

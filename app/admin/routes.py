@@ -79,6 +79,8 @@ def replay(item_id):
             topic = check_subscription(current_app.config, item.subscription)
         except SubscriptionUnavailable as error:
             return render_template("admin/replayed.html", item=item, message_id=None, error=str(error)), 502
-    message_id, error = publish(topic, item.data, item.attributes, item.ordering_key or "")
+    # As received: a quarantined message's text columns hold only a readable copy.
+    original = item.original_message()
+    message_id, error = publish(topic, original["data"], original["attributes"], original["ordering_key"])
     return render_template("admin/replayed.html", item=item, topic=topic, message_id=message_id,
                            error=error), 200 if error is None else 502

@@ -1,7 +1,9 @@
 """Turn a received Pub/Sub message into the column values of a UserItem row.
 
 Conversion never raises for any payload: a message that could not be stored
-would be redelivered for ever.
+would be redelivered for ever. Nothing is lost either: a message id or ordering
+key that a database cannot hold as text (NUL, longer than its column) gives a
+quarantined row, whose raw_message keeps the whole message byte for byte.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from google.pubsub_v1.types import PubsubMessage
+
 # Column limits in app.models.UserItem.
 MESSAGE_ID_LIMIT = 128
 ORDERING_KEY_LIMIT = 1024
+QUARANTINE_REASON_LIMIT = 256
 
 
 def _reject_constant(name: str) -> Any:
@@ -46,6 +51,58 @@ def split_payload(data: bytes) -> tuple[str | None, bytes | None, bool]:
     return text, None, is_json_text(text)
 
 
+def _text_problem(name: str, value: str, limit: int) -> str | None:
+    """Why a text field cannot be stored as text on every database, or None when it can."""
+    if "\x00" in value:
+        return f"the {name} holds a NUL character, which PostgreSQL text cannot store"
+    if len(value) > limit:
+        return f"the {name} is {len(value)} characters long, more than the {limit} its column holds"
+    return None
+
+
+def _readable(value: str, limit: int) -> str:
+    """A copy of a text field that any database holds: NUL shown as U+FFFD, cut to the column's length."""
+    return value.replace("\x00", "\ufffd")[:limit]
+
+
+def raw_message(row: dict[str, Any]) -> bytes:
+    """The message of a row, serialized as a Pub/Sub PubsubMessage protobuf: exact for every field."""
+    message = PubsubMessage(
+        message_id=row["message_id"],
+        data=row["data_bytes"] if row["data_bytes"] is not None else (row["data_text"] or "").encode("utf-8"),
+        attributes=json.loads(row["attributes_json"]),
+        ordering_key=row["ordering_key"] or "",
+    )
+    return PubsubMessage.serialize(message)
+
+
+def decode_raw_message(raw: bytes) -> dict[str, Any]:
+    """The fields of a raw_message, as UserItem.original_message returns them."""
+    message = PubsubMessage.deserialize(bytes(raw))
+    return {"message_id": message.message_id, "data": bytes(message.data),
+            "attributes": dict(message.attributes), "ordering_key": message.ordering_key}
+
+
+def quarantined(row: dict[str, Any], reason: str, *, bare: bool = False) -> dict[str, Any]:
+    """The row in its quarantined form: the exact message in raw_message, readable text fields, the reason.
+
+    `bare` also keeps the data only as bytes and the attributes only in raw_message, for a
+    row the database refused for a reason nobody foresaw. The readable message id is the
+    same for every delivery of the message, so the dedup key still absorbs redeliveries.
+    """
+    form = {
+        **row,
+        "message_id": _readable(row["message_id"], MESSAGE_ID_LIMIT),
+        "ordering_key": _readable(row["ordering_key"] or "", ORDERING_KEY_LIMIT) or None,
+        "quarantine_reason": reason[:QUARANTINE_REASON_LIMIT],
+        "raw_message": row.get("raw_message") or raw_message(row),
+    }
+    if bare:
+        data = row["data_bytes"] if row["data_bytes"] is not None else (row["data_text"] or "").encode("utf-8")
+        form.update(data_text=None, data_bytes=data, is_json=False, attributes_json="{}")
+    return form
+
+
 def _timestamp(seconds: int, nanos: int) -> datetime | None:
     if not seconds and not nanos:
         return None
@@ -66,20 +123,26 @@ def build_row(
     received_at: datetime,
 ) -> dict[str, Any]:
     data_text, data_bytes, is_json = split_payload(bytes(data))
-    return {
+    row = {
         "user_id": user_id,
         "subscription": subscription,
-        "message_id": message_id[:MESSAGE_ID_LIMIT],
+        "message_id": message_id,
         "publish_time": publish_time,
         "received_at": received_at,
         "data_text": data_text,
         "data_bytes": data_bytes,
         "is_json": is_json,
-        "attributes_json": json.dumps(dict(attributes), sort_keys=True),
-        "ordering_key": ordering_key[:ORDERING_KEY_LIMIT] or None,
+        # ASCII only (NUL and non-ASCII as \u escapes), so any attribute key or value is text on every database.
+        "attributes_json": json.dumps(dict(attributes), sort_keys=True, ensure_ascii=True),
+        "ordering_key": ordering_key or None,
         "delivery_attempt": delivery_attempt or None,
         "size": size,
+        "quarantine_reason": None,
+        "raw_message": None,
     }
+    reason = (_text_problem("message id", message_id, MESSAGE_ID_LIMIT)
+              or _text_problem("ordering key", ordering_key, ORDERING_KEY_LIMIT))
+    return row if reason is None else quarantined(row, reason)
 
 
 def row_from_pulled(received, *, user_id: int, subscription: str, received_at: datetime | None = None) -> dict:

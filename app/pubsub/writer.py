@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import DEDUP_KEY, Task, UserItem
+from app.pubsub.messages import quarantined
 
 COLUMNS = [
     "user_id", "subscription", "message_id", "publish_time", "received_at", "data_text", "data_bytes",
@@ -60,12 +61,25 @@ def copy_line(row: dict[str, Any]) -> str:
     return "\t".join([write(row[name]) for name, write in _COPY_PLAN]) + "\n"
 
 
+# Errors that say a row's data cannot be stored, not that the database is unreachable. psycopg2
+# refuses a NUL in a bound string with a ValueError, before anything is sent.
+DATA_ERRORS = (sa.exc.DataError, ValueError)
+
+
+def rejection_reason(error: Exception) -> str:
+    """The database's own words for a refused row, first line only (later ones quote the data)."""
+    cause = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+    lines = str(cause).strip().splitlines() or [""]
+    return f"the database refused it ({cause.__class__.__name__}: {lines[0]})"
+
+
 class BatchWriter:
     """Stores rows for one user's task; a redelivered message (same DEDUP_KEY) is stored once.
 
     On PostgreSQL a batch is COPYed into a temporary table and moved over with
     INSERT ... SELECT ... ON CONFLICT DO NOTHING, about twice as fast as a
     multi-row VALUES insert; SQLite takes the INSERT ... ON CONFLICT DO NOTHING directly.
+    Quarantined rows (rare) take a plain INSERT ... ON CONFLICT DO NOTHING on both.
     """
 
     def __init__(self, engine: sa.Engine, user_id: int, task_id: str | None = None):
@@ -90,23 +104,56 @@ class BatchWriter:
             self.insert = sqlite.insert(table).on_conflict_do_nothing(
                 index_elements=list(DEDUP_KEY)
             ).returning(table.c.id)
+        dialect_insert = postgresql.insert if self.is_postgresql else sqlite.insert
+        self.insert_quarantined = dialect_insert(table).on_conflict_do_nothing(
+            index_elements=list(DEDUP_KEY)
+        ).returning(table.c.id)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert the rows in one transaction and return how many were new. Raises SQLAlchemyError on failure."""
+        """Store the rows and return how many were new, quarantined ones included.
+
+        One transaction when all goes well. When the database refuses the batch's data
+        (DATA_ERRORS), the batch is bisected: the rows it takes are stored, and each row it
+        refuses is stored in its quarantined form, so one message never holds back another.
+        Raises SQLAlchemyError only when the database fails as a whole (an outage): then
+        nothing should be acked. A row refused even in its bare quarantined form raises too (a bug).
+        """
         if not rows:
             return 0
+        try:
+            return self._commit(rows)
+        except DATA_ERRORS as error:
+            if len(rows) > 1:
+                middle = len(rows) // 2
+                return self.write(rows[:middle]) + self.write(rows[middle:])
+            # Once, not recursively: a bare form refused too is a bug to see, so it raises.
+            return self._commit([quarantined(rows[0], rejection_reason(error), bare=True)])
+
+    def _commit(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert the rows in one transaction and return how many were new; raises whatever the database raised."""
+        held = [row for row in rows if row.get("quarantine_reason") is not None]
+        if held:
+            rows = [row for row in rows if row.get("quarantine_reason") is None]
         connection_info: dict | None = None
         with self.engine.begin() as connection:
+            inserted = 0
             if self.is_postgresql:
-                connection_info = connection.connection.info
-                inserted = self._write_postgresql(connection, rows)
-            else:
+                # Before any insert: the lock also orders quarantined rows' ids.
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
+                if rows:
+                    connection_info = connection.connection.info
+                    inserted = self._write_postgresql(connection, rows)
+            elif rows:
                 inserted = len(connection.execute(self.insert, list(rows)).all())
+            quarantined_count = len(connection.execute(self.insert_quarantined, held).all()) if held else 0
+            inserted += quarantined_count
             if self.task_id is not None:
                 connection.execute(
                     sa.update(Task)
                     .where(Task.id == self.task_id)
-                    .values(stored_count=Task.stored_count + inserted, heartbeat_at=datetime.now(UTC))
+                    .values(stored_count=Task.stored_count + inserted,
+                            quarantined_count=Task.quarantined_count + quarantined_count,
+                            heartbeat_at=datetime.now(UTC))
                 )
         if connection_info is not None:
             # Only after the commit is the temporary table sure to exist: a rollback undoes it.
@@ -114,9 +161,8 @@ class BatchWriter:
         return inserted
 
     def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
-        # Serialise a user's batches so their item ids commit in id order: the page's
-        # `after=<id>` cursor must never miss a lower id that commits late.
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
+        # The caller holds the user's advisory lock, which serialises a user's batches so their item
+        # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
         if not connection.connection.info.get(STAGE_TABLE):
             connection.execute(self.create_stage)
         buffer = io.StringIO()

@@ -1,10 +1,10 @@
 """task state; subscriptions stored by their full path
 
 Revision ID: 5b1f0c7d2e93
-Revises: 90ab819f910d
+Revises: 5b7e2c91d4a3
 Create Date: 2026-12-01 21:10:00
 
-Adds Task.state, state_reason, state_changed_at, dismissed and quarantined_count, with the state
+Adds Task.state, state_reason, state_changed_at and dismissed, with the state
 of existing tasks derived from what they recorded. Then every stored subscription name (tasks,
 messages, the subscriptions list) becomes its full path, projects/P/subscriptions/S, with P the
 app's GCP_PROJECT_ID, so the short and the full name are one subscription everywhere.
@@ -16,7 +16,7 @@ from flask import current_app
 
 # revision identifiers, used by Alembic.
 revision = '5b1f0c7d2e93'
-down_revision = '90ab819f910d'
+down_revision = '5b7e2c91d4a3'
 branch_labels = None
 depends_on = None
 
@@ -31,7 +31,6 @@ def upgrade():
         batch_op.add_column(sa.Column('state_reason', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('state_changed_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('dismissed', sa.Boolean(), server_default=sa.false(), nullable=False))
-        batch_op.add_column(sa.Column('quarantined_count', sa.Integer(), server_default='0', nullable=False))
 
     task = sa.table('task', sa.column('complete', sa.Boolean), sa.column('last_error', sa.Text),
                     sa.column('state', sa.String), sa.column('state_reason', sa.Text),
@@ -74,7 +73,6 @@ def upgrade():
 
 def downgrade():
     with op.batch_alter_table('task', schema=None) as batch_op:
-        batch_op.drop_column('quarantined_count')
         batch_op.drop_column('dismissed')
         batch_op.drop_column('state_changed_at')
         batch_op.drop_column('state_reason')
