@@ -38,6 +38,25 @@ def pytest_report_header(config):
     return f"database: {database_kind()} ({os.environ.get('TEST_DATABASE_URL') or 'sqlite file per test'})"
 
 
+POSTGRES_ONLY = "runs in the PostgreSQL pass only"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session):
+    """On SQLite, end the run with how many tests were left for the PostgreSQL pass and how to run them."""
+    yield  # the terminal reporter writes its summary first, so this is the last line
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or database_kind() == "postgresql":
+        return
+    left_out = sum(1 for report in reporter.stats.get("skipped", []) if POSTGRES_ONLY in str(report.longrepr))
+    if left_out:
+        reporter.write_line(
+            f"{left_out} tests need PostgreSQL and were skipped on SQLite: run `make test` "
+            "(SQLite, then PostgreSQL) or set TEST_DATABASE_URL=postgresql://... for pytest",
+            yellow=True, bold=True,
+        )
+
+
 def database_kind() -> str:
     return "postgresql" if os.environ.get("TEST_DATABASE_URL", "").startswith("postg") else "sqlite"
 
@@ -275,7 +294,7 @@ def worker_factory(app, tmp_path):
 def require_postgres():
     """Mark a test as PostgreSQL-only (the slow fault tests run once, on PostgreSQL)."""
     if database_kind() != "postgresql":
-        pytest.skip("runs in the PostgreSQL pass only")
+        pytest.skip(POSTGRES_ONLY)
 
 
 # --- the live page: stored items, a live server and a real browser -------------------------------
