@@ -342,29 +342,15 @@ def store_items(app, user_id: int, messages: list[dict]) -> list[int]:
         return [row.id for row in rows]
 
 
-class StrictCSP:
-    """Add the strictest policy the page must live with, unless the app already sends its own."""
-
-    POLICY = "default-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        def start_with_csp(status, headers, exc_info=None):
-            if not any(name.lower() == "content-security-policy" for name, _ in headers):
-                headers = [*headers, ("Content-Security-Policy", self.POLICY)]
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, start_with_csp)
-
-
 @pytest.fixture
 def live_server(app):
-    """The test's app served over HTTP by a threaded werkzeug server; yields its base URL."""
+    """The test's app served over HTTP by a threaded werkzeug server; yields its base URL.
+
+    The server adds no header of its own: the browser sees exactly what the app sends.
+    """
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, StrictCSP(app), threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

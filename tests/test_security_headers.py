@@ -70,15 +70,19 @@ def csp_directives(response) -> dict[str, list[str]]:
     return directives
 
 
-def policy_headers(response) -> dict[str, str]:
-    """Every header the response sends except those that only describe its body."""
-    return {name: value for name, value in response.headers.items() if name not in CONTENT_HEADERS}
+def policy_headers(headers) -> dict[str, str]:
+    """Every header of a response except those that only describe its body.
+
+    Takes a Flask test response's headers or a browser's (whose names are lower case).
+    """
+    content_headers = {name.lower() for name in CONTENT_HEADERS}
+    return {name: value for name, value in headers.items() if name.lower() not in content_headers}
 
 
 def assert_security_headers(response, where: str, page_type: str = "page", https: bool = False) -> None:
     """The response's headers and CSP directives, each compared as a whole with the expectation."""
     expected = {**SECURITY_HEADERS, **PAGE_TYPE_HEADERS[page_type], **(HSTS if https else {})}
-    sent = policy_headers(response)
+    sent = policy_headers(response.headers)
     unexpected, missing = set(sent) - set(expected), set(expected) - set(sent)
     assert not unexpected and not missing, f"{where}: unexpected {unexpected or '-'}, missing {missing or '-'}"
     for name, value in expected.items():
