@@ -51,7 +51,8 @@ def pytest_sessionfinish(session):
     left_out = sum(1 for report in reporter.stats.get("skipped", []) if POSTGRES_ONLY in str(report.longrepr))
     if left_out:
         reporter.write_line(
-            f"{left_out} tests need PostgreSQL and were skipped on SQLite: run `make test` "
+            f"{left_out} {'test needs' if left_out == 1 else 'tests need'} PostgreSQL and "
+            "were skipped on SQLite: run `make test` "
             "(SQLite, then PostgreSQL) or set TEST_DATABASE_URL=postgresql://... for pytest",
             yellow=True, bold=True,
         )
