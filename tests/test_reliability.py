@@ -24,12 +24,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
+from rq.worker import HerokuWorker
 
 from app import create_app
 from app.extensions import db
 from app.models import Task, User, UserItem, utcnow
 from app.resume import RESUMED_STAGE
+from app.worker import PollingWorker
 from config import normalise_database_url
 from helpers.services import RedisServer, free_port, wait_for_port
 from tests.conftest import WorkerProcess, create_user, make_config, wait_until
@@ -211,6 +214,89 @@ def test_sigterm_to_worker_group_exits_within_25s_and_the_next_worker_resumes(
     record_property("sigterm", outcome)
     print("SIGTERM outcome:", outcome)
     assert exit_seconds["worker"] < 25
+
+
+def pull_now(subscription_path: str, timeout: float = 2.0) -> list:
+    """What a pull from the subscription gets right now; it takes the messages for the ack deadline."""
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        return list(subscriber.pull(subscription=subscription_path, max_messages=1000, timeout=timeout,
+                                    retry=None).received_messages)
+    except api_exceptions.DeadlineExceeded:
+        return []
+    finally:
+        subscriber.close()
+
+
+def worker_holds_everything(subscription_path: str) -> bool:
+    """True when nothing is left to pull: the worker holds every message. Gives back what it finds."""
+    found = pull_now(subscription_path)
+    if found:
+        subscriber = pubsub_v1.SubscriberClient()
+        subscriber.modify_ack_deadline(subscription=subscription_path, ack_ids=[m.ack_id for m in found],
+                                       ack_deadline_seconds=0)
+        subscriber.close()
+    return not found
+
+
+def backends_waiting_on_a_lock(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ))
+
+
+# A nacked message is handed out again at once; no pull for this long means none was nacked.
+NACK_REDELIVERY_WINDOW_SECONDS = 5
+
+
+def test_sigterm_drain_stores_and_acks_the_messages_the_job_holds(
+    app, require_postgres, emulator, pubsub_names, worker_factory
+):
+    """On SIGTERM, rq's HerokuWorker raises ShutDownImminentException in the job a few seconds later.
+    Whatever the job has pulled by then is written and acked on the way out, not nacked.
+
+    To hold messages at that moment, the test locks the task table just after SIGTERM: the job's
+    next stop check waits on the lock while its puller keeps pulling, and rq's exception comes
+    the moment the lock is released.
+    """
+    assert PollingWorker.imminent_shutdown_delay == HerokuWorker.imminent_shutdown_delay > 0
+    shutdown_delay = PollingWorker.imminent_shutdown_delay
+    user_id = create_user(app, "alice")
+    worker = worker_factory()
+    start_polling(app, user_id, pubsub_names["subscription"])
+    wait_until(lambda: "Polling" in progress_stages(app, user_id), 60, message="Polling")
+    locker = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    lock = locker.connect()
+    try:
+        os.kill(worker.process.pid, signal.SIGTERM)
+        wait_until(lambda: "raising ShutDownImminentException in" in worker.log(), 10, interval=0.05,
+                   message="rq to announce the imminent shutdown")
+        announced_at = time.monotonic()
+        transaction = lock.begin()
+        lock.execute(sa.text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
+        wait_until(lambda: backends_waiting_on_a_lock(locker), 10, interval=0.05,
+                   message="the job to wait on the task table")
+        assert time.monotonic() - announced_at < shutdown_delay, "too slow to hold the job before rq's alarm"
+        total = 100
+        SequencePublisher(pubsub_names["topic_path"], total, rate=1000).run()
+        wait_until(lambda: worker_holds_everything(pubsub_names["subscription_path"]), 30,
+                   message="the job to pull every message")
+        assert stored_count(app) == 0
+        # rq's alarm has gone off; its exception is raised once the job's query returns.
+        wait_until(lambda: time.monotonic() > announced_at + shutdown_delay + 1, shutdown_delay + 2,
+                   message="rq's shutdown alarm")
+        transaction.commit()
+    finally:
+        lock.close()
+        locker.dispose()
+    wait_for_exit(worker.process, 30)
+    log = worker.log()
+    assert "raising ShutDownImminentException to cancel job" in log, log
+    assert "the worker is shutting down" in log, log
+    assert_exactly_once(app, total)
+    assert pull_now(pubsub_names["subscription_path"], timeout=NACK_REDELIVERY_WINDOW_SECONDS) == []
+    assert "could not store" not in log
 
 
 # --- stale state, races, deleted subscription ---------------------------------------------------
