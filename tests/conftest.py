@@ -26,12 +26,22 @@ from app import create_app
 from app.extensions import db
 from app.models import User
 from config import Config, normalise_database_url
-from helpers.services import PubSubEmulator, RedisServer, ServiceError, stop_process, wait_until  # noqa: F401 (tests import it from here)
+from helpers.services import (  # noqa: F401 (tests import wait_until and holds_for from here)
+    PubSubEmulator,
+    RedisServer,
+    ServiceError,
+    holds_for,
+    stop_process,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TEST_PROJECT = "test-project"
 TEST_PASSWORD = "correct-horse-battery"
+# After the last message is stored, how long nothing more may be written: longer than a worker's
+# cycle from pull to commit (a 0.5 s receive wait, a pull, a write), so a stray write would show.
+LATE_WRITE_WINDOW_SECONDS = 3.0
 
 
 def pytest_report_header(config):

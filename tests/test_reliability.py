@@ -35,7 +35,14 @@ from app.resume import RESUMED_STAGE
 from app.worker import PollingWorker
 from config import normalise_database_url
 from helpers.services import RedisServer, free_port, wait_for_port
-from tests.conftest import WorkerProcess, create_user, make_config, wait_until
+from tests.conftest import (
+    LATE_WRITE_WINDOW_SECONDS,
+    WorkerProcess,
+    create_user,
+    holds_for,
+    make_config,
+    wait_until,
+)
 
 POLLING = "polling_subscription"
 
@@ -144,6 +151,24 @@ def wait_until_stored(app, at_least: int, timeout: float) -> None:
     wait_until(lambda: stored_count(app) >= at_least, timeout, interval=0.1, message=f"{at_least} stored")
 
 
+def stays_at(app, count: int) -> None:
+    """Nothing more is written once `count` are stored: a duplicate would be written in the next cycle."""
+    holds_for(lambda: stored_count(app) == count, LATE_WRITE_WINDOW_SECONDS, message=f"{count} stored")
+
+
+MAINTENANCE_LINE = "cleaning registries for queue"  # rq logs it at the start of each maintenance pass
+
+
+def wait_for_full_maintenance_pass(worker: WorkerProcess, timeout: float = 60) -> None:
+    """Wait until the worker has run a whole maintenance pass (and so a reconcile pass) from now on.
+
+    A pass begins with rq's line; once the next one begins, the pass after now has ended.
+    """
+    seen = worker.log().count(MAINTENANCE_LINE)
+    wait_until(lambda: worker.log().count(MAINTENANCE_LINE) >= seen + 2, timeout,
+               message=f"two maintenance passes; worker log:\n{worker.log()[-3000:]}")
+
+
 # --- worker deaths ------------------------------------------------------------------------------
 
 
@@ -171,7 +196,7 @@ def _kill_mid_stream(app, pubsub_names, worker_factory, kill) -> dict:
     resumed_after = time.monotonic() - second_started
     SequencePublisher(pubsub_names["topic_path"], tail, rate=1000, first=total - tail).run()
     wait_until_stored(app, total, 120)
-    time.sleep(3)  # anything redelivered late would show up as a duplicate now
+    stays_at(app, total)
     assert_exactly_once(app, total)
     assert len(active_tasks(app)) == 1
     second.stop()
@@ -393,7 +418,7 @@ def test_deleted_subscription_fails_with_reason_and_is_not_retried(
     app, emulator, pubsub_names, worker_factory
 ):
     user_id = create_user(app, "alice")
-    worker_factory()
+    worker = worker_factory()
     start_polling(app, user_id, pubsub_names["subscription"])
     wait_until(lambda: "Polling" in progress_stages(app, user_id), 60, message="Polling")
     subscriber = pubsub_v1.SubscriberClient()
@@ -402,7 +427,7 @@ def test_deleted_subscription_fails_with_reason_and_is_not_retried(
                message="a Failed notification")
     failed = [stage for stage in progress_stages(app, user_id) if stage and stage.startswith("Failed")]
     assert failed[0].startswith("Failed: subscription not found"), failed
-    time.sleep(16)  # more than one reconcile pass (every 15 s): nothing restarts it
+    wait_for_full_maintenance_pass(worker)  # the reconcile pass runs in it: nothing restarts the task
     assert active_tasks(app) == []
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Task)) == 1
@@ -462,6 +487,9 @@ def own_postgres(require_postgres):
     shutil.rmtree(root, ignore_errors=True)
 
 
+OUTAGE_SECONDS = 20  # how long the database is down: several backoffs of the writer
+
+
 def test_database_outage_loses_nothing_and_backs_off(
     own_postgres, redis_server, emulator, pubsub_names, tmp_path
 ):
@@ -480,12 +508,12 @@ def test_database_outage_loses_nothing_and_backs_off(
             db.engine.dispose()
         own_postgres.stop()
         outage_started = time.monotonic()
-        time.sleep(20)
+        time.sleep(OUTAGE_SECONDS)
         own_postgres.start()
         outage_seconds = time.monotonic() - outage_started
         publisher.finish()
         wait_until_stored(app, total, 120)
-        time.sleep(3)
+        stays_at(app, total)
         assert_exactly_once(app, total)
         failed_writes = worker.log().count("could not store")
         print(f"database outage of {outage_seconds:.0f}s: {failed_writes} failed writes logged")
@@ -525,7 +553,7 @@ def test_redis_restart_loses_nothing_and_status_endpoints_never_500(
         redis.start()  # the same port, and empty: a restart without persistence
         publisher.finish()
         wait_until_stored(app, total, 120)
-        time.sleep(3)
+        stays_at(app, total)
         assert_exactly_once(app, total)
         assert 500 not in codes, codes
         for _ in range(10):
