@@ -61,9 +61,8 @@ def pytest_sessionfinish(session):
     left_out = sum(1 for report in reporter.stats.get("skipped", []) if POSTGRES_ONLY in str(report.longrepr))
     if left_out:
         reporter.write_line(
-            f"{left_out} {'test needs' if left_out == 1 else 'tests need'} PostgreSQL and "
-            "were skipped on SQLite: run `make test` "
-            "(SQLite, then PostgreSQL) or set TEST_DATABASE_URL=postgresql://... for pytest",
+            f"{left_out} {'test' if left_out == 1 else 'tests'} skipped on SQLite need PostgreSQL: run `make test` "
+            "(SQLite, then PostgreSQL), or pytest with TEST_DATABASE_URL=postgresql://...",
             yellow=True, bold=True,
         )
 
