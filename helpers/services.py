@@ -41,6 +41,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
         time.sleep(interval)
 
 
+def holds_for(predicate, window: float, interval: float = 0.2, message: str = "condition") -> None:
+    """Call `predicate` every `interval` seconds for `window` seconds; raise AssertionError the first time
+    it is false. For checking that something does not happen: make `window` longer than the period of
+    whatever would make it happen, and name it so."""
+    deadline = time.monotonic() + window
+    while True:
+        assert predicate(), f"{message} no longer held"
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -27,16 +27,45 @@ from app.extensions import db
 from app.models import User
 from app.names import canonical_subscription
 from config import Config, normalise_database_url
-from helpers.services import PubSubEmulator, RedisServer, ServiceError, stop_process, wait_until  # noqa: F401 (tests import it from here)
+from helpers.services import (  # noqa: F401 (tests import wait_until and holds_for from here)
+    PubSubEmulator,
+    RedisServer,
+    ServiceError,
+    holds_for,
+    stop_process,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TEST_PROJECT = "test-project"
 TEST_PASSWORD = "correct-horse-battery"
+# After the last message is stored, how long nothing more may be written: longer than a worker's
+# cycle from pull to commit (a 0.5 s receive wait, a pull, a write), so a stray write would show.
+LATE_WRITE_WINDOW_SECONDS = 3.0
 
 
 def pytest_report_header(config):
     return f"database: {database_kind()} ({os.environ.get('TEST_DATABASE_URL') or 'sqlite file per test'})"
+
+
+POSTGRES_ONLY = "runs in the PostgreSQL pass only"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session):
+    """On SQLite, end the run with how many tests were left for the PostgreSQL pass and how to run them."""
+    yield  # the terminal reporter writes its summary first, so this is the last line
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or database_kind() == "postgresql":
+        return
+    left_out = sum(1 for report in reporter.stats.get("skipped", []) if POSTGRES_ONLY in str(report.longrepr))
+    if left_out:
+        reporter.write_line(
+            f"{left_out} {'test' if left_out == 1 else 'tests'} skipped on SQLite need PostgreSQL: run `make test` "
+            "(SQLite, then PostgreSQL), or pytest with TEST_DATABASE_URL=postgresql://...",
+            yellow=True, bold=True,
+        )
 
 
 def database_kind() -> str:
@@ -282,7 +311,7 @@ def worker_factory(app, tmp_path):
 def require_postgres():
     """Mark a test as PostgreSQL-only (the slow fault tests run once, on PostgreSQL)."""
     if database_kind() != "postgresql":
-        pytest.skip("runs in the PostgreSQL pass only")
+        pytest.skip(POSTGRES_ONLY)
 
 
 # --- the live page: stored items, a live server and a real browser -------------------------------
@@ -331,29 +360,15 @@ def store_items(app, user_id: int, messages: list[dict]) -> list[int]:
         return [row.id for row in rows]
 
 
-class StrictCSP:
-    """Add the strictest policy the page must live with, unless the app already sends its own."""
-
-    POLICY = "default-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        def start_with_csp(status, headers, exc_info=None):
-            if not any(name.lower() == "content-security-policy" for name, _ in headers):
-                headers = [*headers, ("Content-Security-Policy", self.POLICY)]
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, start_with_csp)
-
-
 @pytest.fixture
 def live_server(app):
-    """The test's app served over HTTP by a threaded werkzeug server; yields its base URL."""
+    """The test's app served over HTTP by a threaded werkzeug server; yields its base URL.
+
+    The server adds no header of its own: the browser sees exactly what the app sends.
+    """
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, StrictCSP(app), threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

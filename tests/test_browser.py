@@ -13,8 +13,9 @@ pytestmark = pytest.mark.browser
 
 HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'
 HOSTILE_SCRIPT = "</script><script>window.__pwned=1</script>"
-# One five-second poll plus the time to fetch and draw.
-LIVE_UPDATE_MS = 7_000
+# How long to wait for a live update. The page polls every 5 s; on a busy 2-core machine a poll
+# can come late and take a while to fetch and draw, so allow several. A pass takes one poll.
+LIVE_UPDATE_MS = 30_000
 
 
 class PageErrors:
@@ -96,7 +97,8 @@ def test_hostile_content_is_shown_as_text_and_never_runs(app, browser_context):
     # And once more through the live update, which inserts rows with JavaScript.
     live_id = store_item(app, user_id, {"html": HOSTILE_IMG, "script": HOSTILE_SCRIPT}, hostile_attributes)
     page.wait_for_selector(f"#item-{live_id}", timeout=LIVE_UPDATE_MS)
-    page.wait_for_timeout(300)
+    # An injected image would be fetched, and its handler run when that fails: wait for the network.
+    page.wait_for_load_state("networkidle")
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.locator("#useritems img").count() == 0
     rows = page.locator("#useritems tr.useritem").all()
@@ -125,10 +127,8 @@ def test_five_megabyte_message_is_cut_in_the_list_and_whole_on_request(app, brow
     big = {"blob": "x" * 5_000_000, "tail": "end-of-message"}
     item_id = store_item(app, user_id, big)
     page.wait_for_selector(f"#item-{item_id}", timeout=LIVE_UPDATE_MS)
-    # The page answers at once: the list holds about 20 KB of the message, not 5 MB.
-    started = time.monotonic()
-    page.evaluate("1 + 1")
-    assert time.monotonic() - started < 0.5
+    # The list holds about 20 KB of the message, not 5 MB: the page stays light whatever the
+    # machine's speed (a time limit here measured the machine, not the page).
     assert page.evaluate("document.body.innerHTML.length") < 200_000
     row = page.locator(f"#item-{item_id}")
     assert "end-of-message" not in row.inner_text()
@@ -175,7 +175,8 @@ def test_page_fits_a_phone_and_the_navbar_toggler_opens_the_menu(app, browser_co
         {"data": "an-unbroken-token-" * 100},
     ])
     page = sign_in(context, viewport={"width": 375, "height": 740})
-    page.wait_for_timeout(300)
+    expect(page.locator("#useritems tr.useritem")).to_have_count(3)
+    page.wait_for_load_state("networkidle")
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the phone"
     button = page.locator("#pollnav")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.bulk import insert_rows, item_row
-from tests.conftest import ARTIFACTS, create_user, store_item
+from tests.conftest import ARTIFACTS, create_user, store_item, store_items
 from tests.test_browser import LIVE_UPDATE_MS, browser_context, sign_in  # noqa: F401
 
 
@@ -65,10 +65,11 @@ def test_search_page_keeps_the_filter_in_the_url_and_live_updates_respect_it(app
     assert shared.locator("#useritems tr.useritem").count() == 1
     shared.close()
 
-    matching = store_item(app, alice, "<b>new failure</b>", attributes={"status": "FAILURE"})
-    other = store_item(app, alice, "new success", attributes={"status": "SUCCESS"})
+    # Stored in one transaction, so no poll can come between them.
+    matching, other = store_items(app, alice, [{"data": "<b>new failure</b>", "attributes": {"status": "FAILURE"}},
+                                               {"data": "new success", "attributes": {"status": "SUCCESS"}}])
     page.wait_for_selector(f"#item-{matching}", timeout=LIVE_UPDATE_MS)
-    page.wait_for_timeout(500)
+    # Both were stored before that poll, so the reply that drew `matching` would have held `other` too.
     assert page.locator(f"#item-{other}").count() == 0
     assert page.locator(f"#item-{matching} .item-data").inner_text().strip() == "<b>new failure</b>"
 

@@ -20,7 +20,7 @@ def test_live_updates_keep_at_most_500_rows_and_scrolling_brings_the_rest_back(a
     burst = store_items(app, user_id, [{"data": {"burst": number}} for number in range(560)])
     newest = burst[-1]
     page.wait_for_selector(f"#item-{newest}", timeout=30_000)
-    page.wait_for_timeout(500)
+    expect(page.locator("#useritems tr.useritem")).to_have_count(500)
     shown = shown_ids(page)
     assert len(shown) == 500, len(shown)
     assert shown == list(reversed(first + burst))[:500]  # the newest 500, in order

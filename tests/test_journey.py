@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,20 @@ import sqlalchemy as sa
 from rq.job import Job
 
 from app.extensions import db
-from app.models import Task, UserItem
-from tests.conftest import ROOT, TEST_PROJECT, WorkerProcess, create_user, service_env, wait_until
+from app.models import Notification, Task, UserItem
+from tests.conftest import (
+    LATE_WRITE_WINDOW_SECONDS,
+    ROOT,
+    TEST_PROJECT,
+    WorkerProcess,
+    create_user,
+    holds_for,
+    service_env,
+    wait_until,
+)
 
 MODES = ["batch", "streaming"]
+STOP_PROMISE_SECONDS = 2.0  # README: a stop takes effect within two seconds
 
 
 def post_polling(client, auth, action: str, subscription: str):
@@ -37,6 +46,23 @@ def progress_notifications(client) -> list[dict]:
 def job_status(app, task_id: str) -> str | None:
     job = Job.fetch(task_id, connection=app.redis)
     return job.get_status(refresh=True)
+
+
+def seconds_from_stop_to_finished(app, task_id: str) -> float:
+    """From the stop request to the job's end, on the app's own records rather than the test's clock.
+
+    The stop request marks the Task complete and sets its finished_at; the job posts its
+    "Finished" notification once it has written what it held and closed the subscriber.
+    """
+    with app.app_context():
+        stop_requested_at = db.session.get(Task, task_id).finished_at
+        notifications = db.session.scalars(
+            sa.select(Notification).where(Notification.name == "task_progress").order_by(Notification.timestamp)
+        ).all()
+        finished = [note.timestamp for note in notifications
+                    if note.get_data().get("task_id") == task_id and note.get_data().get("progress") == "Finished"]
+    assert stop_requested_at is not None and len(finished) == 1, finished
+    return finished[0] - stop_requested_at.timestamp()
 
 
 def stored_items(app) -> list[UserItem]:
@@ -84,7 +110,7 @@ def test_whole_journey_stores_every_published_message_once_and_stops(
     published = publish_with_helper(app, pubsub_names["topic"], 1000)
     assert len(published) == 1000
     wait_until(lambda: item_count(app) >= 1000, 30, interval=0.5, message="1,000 stored messages")
-    time.sleep(1)  # anything more would be a duplicate
+    holds_for(lambda: item_count(app) == 1000, LATE_WRITE_WINDOW_SECONDS, message="1,000 stored")
     items = stored_items(app)
     assert len(items) == 1000
     assert len({item.message_id for item in items}) == 1000
@@ -92,11 +118,12 @@ def test_whole_journey_stores_every_published_message_once_and_stops(
     assert all(item.subscription == pubsub_names["subscription_path"] for item in items)
 
     response = post_polling(client, auth, "stop", subscription)
-    stopped_at = time.monotonic()
     assert response.status_code == 202 and response.get_json() == {"status": "terminated", "task_id": task_id}
-    wait_until(lambda: job_status(app, task_id) == "finished", 10, interval=0.1,
+    wait_until(lambda: job_status(app, task_id) == "finished", 30, interval=0.1,
                message=f"the job to finish; worker log:\n{worker.log()}")
-    assert time.monotonic() - stopped_at < 5
+    stop_seconds = seconds_from_stop_to_finished(app, task_id)
+    print(f"{mode}: stopped {stop_seconds:.2f} s after the stop request")
+    assert 0 < stop_seconds <= STOP_PROMISE_SECONDS
     with app.app_context():
         task = db.session.get(Task, task_id)
         assert task.complete and task.finished_at is not None and task.stored_count == 1000
@@ -115,7 +142,9 @@ def assert_fails_once_without_a_crash_loop(app, client, auth, worker, subscripti
     task_id = response.get_json()["task_id"]
     wait_until(lambda: job_status(app, task_id) in {"finished", "failed"}, 60,
                message=f"the job to end; worker log:\n{worker.log()}")
-    time.sleep(3)  # a crash loop would post more notifications or requeue the job
+    # No crash loop, shown by state rather than by waiting: the job ended normally (it is not
+    # scheduled for a retry), the queue is empty, and the Task is complete, so no reconcile
+    # pass resumes it.
     notifications = progress_notifications(client)
     failed = [n for n in notifications if n["progress"].startswith("Failed: ")]
     assert len(failed) == 1, notifications

@@ -8,7 +8,6 @@ import shlex
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -172,7 +171,9 @@ def test_readme_run_command_serves_sample_messages_and_stops_cleanly_on_ctrl_c(t
             os.killpg(process.pid, signal.SIGKILL)
             raise
     assert started, "the run command started no processes"
-    time.sleep(1)
-    left = [pid for pid in started if _alive(pid)]
-    assert not left, f"processes left running after Ctrl-C: {left}\n" + "".join(lines[-40:])
+    try:
+        wait_until(lambda: not any(_alive(pid) for pid in started), 10, message="every process to exit")
+    except TimeoutError:
+        left = [pid for pid in started if _alive(pid)]
+        raise AssertionError(f"processes left running after Ctrl-C: {left}\n" + "".join(lines[-40:])) from None
 

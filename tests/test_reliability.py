@@ -24,15 +24,25 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
+from rq.worker import HerokuWorker
 
 from app import create_app, polling
 from app.extensions import db
 from app.models import Task, User, UserItem, utcnow
 from app.polling import RESUMED_STAGE
+from app.worker import PollingWorker
 from config import normalise_database_url
 from helpers.services import RedisServer, free_port, wait_for_port
-from tests.conftest import WorkerProcess, create_user, make_config, wait_until
+from tests.conftest import (
+    LATE_WRITE_WINDOW_SECONDS,
+    WorkerProcess,
+    create_user,
+    holds_for,
+    make_config,
+    wait_until,
+)
 
 POLLING = "polling_subscription"
 
@@ -141,6 +151,24 @@ def wait_until_stored(app, at_least: int, timeout: float) -> None:
     wait_until(lambda: stored_count(app) >= at_least, timeout, interval=0.1, message=f"{at_least} stored")
 
 
+def stays_at(app, count: int) -> None:
+    """Nothing more is written once `count` are stored: a duplicate would be written in the next cycle."""
+    holds_for(lambda: stored_count(app) == count, LATE_WRITE_WINDOW_SECONDS, message=f"{count} stored")
+
+
+MAINTENANCE_LINE = "cleaning registries for queue"  # rq logs it at the start of each maintenance pass
+
+
+def wait_for_full_maintenance_pass(worker: WorkerProcess, timeout: float = 60) -> None:
+    """Wait until the worker has run a whole maintenance pass (and so a reconcile pass) from now on.
+
+    A pass begins with rq's line; once the next one begins, the pass after now has ended.
+    """
+    seen = worker.log().count(MAINTENANCE_LINE)
+    wait_until(lambda: worker.log().count(MAINTENANCE_LINE) >= seen + 2, timeout,
+               message=f"two maintenance passes; worker log:\n{worker.log()[-3000:]}")
+
+
 # --- worker deaths ------------------------------------------------------------------------------
 
 
@@ -168,7 +196,7 @@ def _kill_mid_stream(app, pubsub_names, worker_factory, kill) -> dict:
     resumed_after = time.monotonic() - second_started
     SequencePublisher(pubsub_names["topic_path"], tail, rate=1000, first=total - tail).run()
     wait_until_stored(app, total, 120)
-    time.sleep(3)  # anything redelivered late would show up as a duplicate now
+    stays_at(app, total)
     assert_exactly_once(app, total)
     assert len(active_tasks(app)) == 1
     second.stop()
@@ -211,6 +239,89 @@ def test_sigterm_to_worker_group_exits_within_25s_and_the_next_worker_resumes(
     record_property("sigterm", outcome)
     print("SIGTERM outcome:", outcome)
     assert exit_seconds["worker"] < 25
+
+
+def pull_now(subscription_path: str, timeout: float = 2.0) -> list:
+    """What a pull from the subscription gets right now; it takes the messages for the ack deadline."""
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        return list(subscriber.pull(subscription=subscription_path, max_messages=1000, timeout=timeout,
+                                    retry=None).received_messages)
+    except api_exceptions.DeadlineExceeded:
+        return []
+    finally:
+        subscriber.close()
+
+
+def worker_holds_everything(subscription_path: str) -> bool:
+    """True when nothing is left to pull: the worker holds every message. Gives back what it finds."""
+    found = pull_now(subscription_path)
+    if found:
+        subscriber = pubsub_v1.SubscriberClient()
+        subscriber.modify_ack_deadline(subscription=subscription_path, ack_ids=[m.ack_id for m in found],
+                                       ack_deadline_seconds=0)
+        subscriber.close()
+    return not found
+
+
+def backends_waiting_on_a_lock(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ))
+
+
+# A nacked message is handed out again at once; no pull for this long means none was nacked.
+NACK_REDELIVERY_WINDOW_SECONDS = 5
+
+
+def test_sigterm_drain_stores_and_acks_the_messages_the_job_holds(
+    app, require_postgres, emulator, pubsub_names, worker_factory
+):
+    """On SIGTERM, rq's HerokuWorker raises ShutDownImminentException in the job a few seconds later.
+    Whatever the job has pulled by then is written and acked on the way out, not nacked.
+
+    To hold messages at that moment, the test locks the task table just after SIGTERM: the job's
+    next stop check waits on the lock while its puller keeps pulling, and rq's exception comes
+    the moment the lock is released.
+    """
+    assert PollingWorker.imminent_shutdown_delay == HerokuWorker.imminent_shutdown_delay > 0
+    shutdown_delay = PollingWorker.imminent_shutdown_delay
+    user_id = create_user(app, "alice")
+    worker = worker_factory()
+    start_polling(app, user_id, pubsub_names["subscription"])
+    wait_until(lambda: "Polling" in progress_stages(app, user_id), 60, message="Polling")
+    locker = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    lock = locker.connect()
+    try:
+        os.kill(worker.process.pid, signal.SIGTERM)
+        wait_until(lambda: "raising ShutDownImminentException in" in worker.log(), 10, interval=0.05,
+                   message="rq to announce the imminent shutdown")
+        announced_at = time.monotonic()
+        transaction = lock.begin()
+        lock.execute(sa.text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
+        wait_until(lambda: backends_waiting_on_a_lock(locker), 10, interval=0.05,
+                   message="the job to wait on the task table")
+        assert time.monotonic() - announced_at < shutdown_delay, "too slow to hold the job before rq's alarm"
+        total = 100
+        SequencePublisher(pubsub_names["topic_path"], total, rate=1000).run()
+        wait_until(lambda: worker_holds_everything(pubsub_names["subscription_path"]), 30,
+                   message="the job to pull every message")
+        assert stored_count(app) == 0
+        # rq's alarm has gone off; its exception is raised once the job's query returns.
+        wait_until(lambda: time.monotonic() > announced_at + shutdown_delay + 1, shutdown_delay + 2,
+                   message="rq's shutdown alarm")
+        transaction.commit()
+    finally:
+        lock.close()
+        locker.dispose()
+    wait_for_exit(worker.process, 30)
+    log = worker.log()
+    assert "raising ShutDownImminentException to cancel job" in log, log
+    assert "the worker is shutting down" in log, log
+    assert_exactly_once(app, total)
+    assert pull_now(pubsub_names["subscription_path"], timeout=NACK_REDELIVERY_WINDOW_SECONDS) == []
+    assert "could not store" not in log
 
 
 # --- stale state, races, deleted subscription ---------------------------------------------------
@@ -310,7 +421,7 @@ def test_deleted_subscription_fails_with_reason_and_is_not_retried(
     app, emulator, pubsub_names, worker_factory
 ):
     user_id = create_user(app, "alice")
-    worker_factory()
+    worker = worker_factory()
     start_polling(app, user_id, pubsub_names["subscription"])
     wait_until(lambda: "Polling" in progress_stages(app, user_id), 60, message="Polling")
     subscriber = pubsub_v1.SubscriberClient()
@@ -319,7 +430,7 @@ def test_deleted_subscription_fails_with_reason_and_is_not_retried(
                message="a Failed notification")
     failed = [stage for stage in progress_stages(app, user_id) if stage and stage.startswith("Failed")]
     assert failed[0].startswith("Failed: subscription not found"), failed
-    time.sleep(16)  # more than one reconcile pass (every 15 s): nothing restarts it
+    wait_for_full_maintenance_pass(worker)  # the reconcile pass runs in it: nothing restarts the task
     assert active_tasks(app) == []
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Task)) == 1
@@ -379,6 +490,9 @@ def own_postgres(require_postgres):
     shutil.rmtree(root, ignore_errors=True)
 
 
+OUTAGE_SECONDS = 20  # how long the database is down: several backoffs of the writer
+
+
 def test_database_outage_loses_nothing_and_backs_off(
     own_postgres, redis_server, emulator, pubsub_names, tmp_path
 ):
@@ -397,12 +511,12 @@ def test_database_outage_loses_nothing_and_backs_off(
             db.engine.dispose()
         own_postgres.stop()
         outage_started = time.monotonic()
-        time.sleep(20)
+        time.sleep(OUTAGE_SECONDS)
         own_postgres.start()
         outage_seconds = time.monotonic() - outage_started
         publisher.finish()
         wait_until_stored(app, total, 120)
-        time.sleep(3)
+        stays_at(app, total)
         assert_exactly_once(app, total)
         failed_writes = worker.log().count("could not store")
         print(f"database outage of {outage_seconds:.0f}s: {failed_writes} failed writes logged")
@@ -442,7 +556,7 @@ def test_redis_restart_loses_nothing_and_status_endpoints_never_500(
         redis.start()  # the same port, and empty: a restart without persistence
         publisher.finish()
         wait_until_stored(app, total, 120)
-        time.sleep(3)
+        stays_at(app, total)
         assert_exactly_once(app, total)
         assert 500 not in codes, codes
         for _ in range(10):

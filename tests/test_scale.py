@@ -13,7 +13,7 @@ from rq.job import Job
 from app.extensions import db
 from app.models import Notification, Task, User, UserItem, utcnow
 from app.polling import job_is_alive, mark_alive
-from tests.conftest import create_user, wait_until
+from tests.conftest import LATE_WRITE_WINDOW_SECONDS, create_user, holds_for, wait_until
 from tests.test_reliability import SequencePublisher, assert_exactly_once
 
 # --- notifications are pruned at write time ------------------------------------------------------
@@ -225,7 +225,7 @@ def test_two_workers_share_one_subscription_and_store_each_message_once(
     publisher.start()
     publisher.finish()
     wait_until(lambda: task_count(app, task_id) >= 3000, 60, interval=0.5, message="3,000 stored")
-    time.sleep(1.5)
+    holds_for(lambda: task_count(app, task_id) == 3000, LATE_WRITE_WINDOW_SECONDS, message="3,000 stored")
     assert_exactly_once(app, 3000)
     assert task_count(app, task_id) == 3000  # the streams add to one count
 

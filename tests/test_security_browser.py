@@ -3,6 +3,7 @@
 import pytest
 
 from tests.conftest import TEST_PASSWORD, create_user, store_item
+from tests.test_security_headers import policy_headers
 
 pytestmark = pytest.mark.browser
 
@@ -54,7 +55,10 @@ def test_every_page_runs_in_chromium_without_a_csp_violation(app, context):
                          attributes={"origin": "test"})
     page = sign_in(context)
     page.wait_for_selector(f"#item-{item_id}")
-    page.wait_for_timeout(6_000)  # one live poll of /notifications and /useritems
+    # One live poll of /notifications and /useritems (every 5 s), answered and handled.
+    with page.expect_response(lambda response: "/useritems?after=" in response.url, timeout=30_000):
+        pass
+    page.wait_for_load_state("networkidle")
     assert violations(page) == []
     for path in [f"/useritems/{item_id}", "/explore?q=highlighted", "/activity", "/subscriptions",
                  "/no-such-page", "/user/alice"]:
@@ -78,7 +82,8 @@ def test_chromium_blocks_script_injected_into_the_page(app, context):
         document.body.appendChild(link);
         link.click();
     }""")
-    page.wait_for_timeout(500)
+    # The inline script is refused at once; the event handler once the image has failed to load.
+    page.wait_for_function("window.__cspViolations.some((entry) => entry.startsWith('script-src-attr'))")
     assert page.evaluate("window.__pwned") is None
     blocked = violations(page)
     assert any(entry.startswith("script-src") for entry in blocked), blocked
@@ -87,8 +92,21 @@ def test_chromium_blocks_script_injected_into_the_page(app, context):
 
 def test_chromium_refuses_to_show_the_app_in_a_frame(app, context, live_server):
     page = context.new_page()
-    page.set_content(f'<iframe id="framed" src="{live_server}/index"></iframe>')
-    page.wait_for_timeout(1_500)
+    with page.expect_console_message(lambda message: "frame-ancestors" in message.text, timeout=30_000):
+        page.set_content(f'<iframe id="framed" src="{live_server}/index"></iframe>')
     framed = page.frame_locator("#framed")
     assert framed.locator("#login-form").count() == 0
-    assert any("frame-ancestors" in text for text in context.console), context.console
+
+
+def test_browser_gets_exactly_the_headers_the_app_sends(app, client, context):
+    """The live server adds nothing: the policy the browser enforces is the app's own."""
+    create_user(app, "alice")
+    page = context.new_page()
+    browser_response = page.goto("/index")
+    app_response = client.get("/index")
+    # Any HTTP server names itself and the connection; every other header must be the app's.
+    received = {name: value for name, value in policy_headers(browser_response.all_headers()).items()
+                if name not in ("server", "connection")}
+    sent = {name.lower(): value for name, value in policy_headers(app_response.headers).items()}
+    assert received == sent
+    assert "content-security-policy" in received and received["x-frame-options"] == "DENY"

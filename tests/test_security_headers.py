@@ -5,10 +5,53 @@ import re
 from tests.conftest import create_user, csrf_token_from, store_item
 from tests.test_security_csrf import concrete_path
 
-EXPECTED_HEADERS = {
+ANY_VALUE = None  # the header must be there; its value changes from response to response
+# Every response carries exactly these, whatever the page.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ANY_VALUE,  # compared directive by directive with EXPECTED_CSP
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+EXPECTED_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],  # Bootstrap's CSS draws checkboxes and selects with data: SVGs
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Over HTTPS only (see test_hsts_only_over_https).
+HSTS = {"Strict-Transport-Security": "max-age=31536000; includeSubDomains"}
+# Headers that describe the body rather than set a policy; any other header must be expected.
+CONTENT_HEADERS = {
+    "Content-Type", "Content-Length", "Content-Disposition", "Location", "Vary", "ETag",
+    "Last-Modified", "Accept-Ranges", "Date", "Set-Cookie", "Retry-After",
+}
+# What each kind of page adds to SECURITY_HEADERS. A new header goes here, one deliberate line.
+PAGE_TYPE_HEADERS = {
+    "page": {},
+    "message": {},  # pages that show a message's data
+    "export": {"Cache-Control": "no-store"},
+    "static": {"Cache-Control": "no-cache"},  # Flask's send_file: revalidate with the ETag
+    "rate limited": {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": ANY_VALUE},
+}
+ENDPOINT_PAGE_TYPES = {
+    "static": "static",
+    "bootstrap.static": "static",
+    "vendor_jquery.static": "static",
+    "main.user": "message",
+    "main.useritems": "message",
+    "main.useritem": "message",
+    "main.useritem_data": "message",
+    "explore.explore": "message",
+    "explore.explore_items": "message",
+    "explore.export_jsonl": "export",
+    "explore.export_csv": "export",
 }
 HTTPS = {"X-Forwarded-Proto": "https"}
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>", re.I)
@@ -27,16 +70,26 @@ def csp_directives(response) -> dict[str, list[str]]:
     return directives
 
 
-def assert_security_headers(response, where: str) -> None:
-    for name, value in EXPECTED_HEADERS.items():
-        assert response.headers.get(name) == value, f"{where}: {name}"
-    directives = csp_directives(response)
-    assert directives.get("default-src") == ["'self'"], where
-    assert directives.get("frame-ancestors") == ["'none'"], where
-    assert directives.get("object-src") == ["'none'"], where
-    for directive in ("default-src", "script-src", "style-src"):
-        assert not {"'unsafe-inline'", "'unsafe-eval'", "*", "data:"} & set(directives.get(directive, [])), where
-    assert directives.get("script-src", ["'self'"]) == ["'self'"], where
+def policy_headers(headers) -> dict[str, str]:
+    """Every header of a response except those that only describe its body.
+
+    Takes a Flask test response's headers or a browser's (whose names are lower case).
+    """
+    content_headers = {name.lower() for name in CONTENT_HEADERS}
+    return {name: value for name, value in headers.items() if name.lower() not in content_headers}
+
+
+def assert_security_headers(response, where: str, page_type: str = "page", https: bool = False) -> None:
+    """The response's headers and CSP directives, each compared as a whole with the expectation."""
+    expected = {**SECURITY_HEADERS, **PAGE_TYPE_HEADERS[page_type], **(HSTS if https else {})}
+    sent = policy_headers(response.headers)
+    unexpected, missing = set(sent) - set(expected), set(expected) - set(sent)
+    assert not unexpected and not missing, f"{where}: unexpected {unexpected or '-'}, missing {missing or '-'}"
+    for name, value in expected.items():
+        if value is not ANY_VALUE:
+            assert sent[name] == value, f"{where}: {name}"
+    assert csp_directives(response) == EXPECTED_CSP, f"{where}: Content-Security-Policy"
+    assert len(response.headers.getlist("Content-Security-Policy")) == 1, f"{where}: one policy, not several"
 
 
 def assert_no_inline_code(html: str, where: str) -> None:
@@ -63,17 +116,19 @@ def every_get_response(app, client, item_id):
             path = "/static/vendor/jquery/jquery.min.js"
         elif rule.endpoint == "auth.logout":
             continue  # it would end the session the other pages need; checked on its own
-        yield path, client.get(path)
+        response = client.get(path)
+        response.close()  # a streamed export ends here, inside its request context
+        yield path, ENDPOINT_PAGE_TYPES.get(rule.endpoint, "page"), response
 
 
 def test_every_page_and_endpoint_sends_the_security_headers(app, client, auth):
     item_id = signed_in_with_data(app, client, auth)
     seen = []
-    for path, response in every_get_response(app, client, item_id):
+    for path, page_type, response in every_get_response(app, client, item_id):
         # A signed-in non-admin is refused the admin pages, with the headers all the same.
         expected = (403,) if path.startswith("/admin/") else (200, 302)
         assert response.status_code in expected, f"{path} answered {response.status_code}"
-        assert_security_headers(response, path)
+        assert_security_headers(response, path, page_type)
         seen.append(path)
     assert {"/index", "/user/alice", f"/useritems/{item_id}", "/useritems", "/notifications"} <= set(seen)
     assert_security_headers(client.get("/logout"), "/logout")
@@ -81,7 +136,7 @@ def test_every_page_and_endpoint_sends_the_security_headers(app, client, auth):
 
 def test_every_html_page_has_no_inline_script_or_style(app, client, auth):
     item_id = signed_in_with_data(app, client, auth)
-    pages = [(path, response) for path, response in every_get_response(app, client, item_id)
+    pages = [(path, response) for path, _page_type, response in every_get_response(app, client, item_id)
              if response.mimetype == "text/html"]
     pages.append(("/useritems rows", None))
     assert {"/user/alice", f"/useritems/{item_id}"} <= {path for path, _ in pages}
@@ -119,12 +174,12 @@ def test_rate_limited_answer_sends_the_security_headers(app, client):
         token = csrf_token_from(client)
         response = client.post("/index", data={"username": f"n{attempt}", "password": "x" * 9, "csrf_token": token})
     assert response.status_code == 429
-    assert_security_headers(response, "429")
+    assert_security_headers(response, "429", "rate limited")
 
 
 def test_hsts_only_over_https(app, client):
     over_https = client.get("/index", headers=HTTPS)
-    assert over_https.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert_security_headers(over_https, "/index over HTTPS", https=True)
     assert int(over_https.headers["Strict-Transport-Security"].split("=")[1].split(";")[0]) >= 15552000
     assert "Strict-Transport-Security" not in client.get("/index").headers
     assert "Strict-Transport-Security" not in client.get("/index", headers={"X-Forwarded-Proto": "http"}).headers

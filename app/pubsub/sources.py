@@ -15,13 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 from google.api_core import exceptions as api_exceptions
+from google.api_core.gapic_v1 import routing_header
 from google.cloud import pubsub_v1
-from google.pubsub_v1.types import PullRequest
+from google.pubsub_v1.types import PullRequest, PullResponse
 
 from app.pubsub.messages import row_from_pulled, row_from_streamed
 
 log = logging.getLogger(__name__)
+
+# How often a pull in flight looks at the stop flag: a stop cancels it rather than waiting out
+# the pull's timeout (the emulator holds an empty pull open for all of it).
+PULL_STOP_CHECK_SECONDS = 0.05
 
 # Errors that no retry will cure: the subscription, the project or the credentials are wrong.
 FATAL_ERRORS = (
@@ -187,16 +193,35 @@ class PullSource:
             self._held[id(merged)] = (merged, since)
         return merged
 
+    def _pull(self, request: PullRequest) -> PullResponse | None:
+        """One pull; None when receiving stopped first, in which case the pull is cancelled.
+
+        The call goes through the transport's stub, as a future, so that a stop need not wait
+        for a long pull to time out. Errors are raised as the client's own pull raises them.
+        """
+        metadata = [routing_header.to_grpc_metadata((("subscription", self.subscription_path),))]
+        call = self.client.transport.pull.future(request, timeout=self.pull_timeout, metadata=metadata)
+        while not call.done():
+            # cancel() is False once the response is in: then its messages are handled as usual.
+            if self._stopping.wait(PULL_STOP_CHECK_SECONDS) and call.cancel():
+                return None
+        try:
+            return call.result()
+        except grpc.RpcError as error:
+            raise api_exceptions.from_grpc_error(error) from None
+
     def _pull_loop(self) -> None:
         request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
         while not self._stopping.is_set():
             try:
-                response = self.client.pull(request=request, timeout=self.pull_timeout, retry=None)
+                response = self._pull(request)
             except api_exceptions.DeadlineExceeded:
                 continue  # nothing arrived within the timeout
             except Exception as error:  # noqa: BLE001 - every pull error is handed to the poller, which decides
                 self._put(describe_error(error, self.subscription_path))
                 return
+            if response is None:
+                return  # receiving stopped while the pull was in flight
             received_messages = type(response).pb(response).received_messages
             if not received_messages:
                 continue
