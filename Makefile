@@ -2,13 +2,15 @@
 
 PYTHON := .venv/bin/python
 # Worker processes `make run` starts: one per subscription polled at the same time.
-WORKERS ?= 2
+export WORKERS ?= 2
 # Arguments for `make publish` and `make flask`, e.g. make publish ARGS="--count 3".
 ARGS ?=
 
 # Install everything and run the app locally: SQLite, the bundled Redis, the Pub/Sub emulator.
+# A plain command, which make runs without a shell: on Ctrl-C no shell dies of SIGINT, so make
+# prints no error line once the stack has stopped.
 run:
-	@WORKERS=$(WORKERS) bash helpers/run.sh
+	@bash helpers/run.sh
 
 # Install everything and run the whole test suite, on SQLite and on PostgreSQL.
 test:

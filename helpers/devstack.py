@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -23,7 +24,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import MutableMapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,7 +63,7 @@ SERVICE_STOP_SECONDS = 3
 # The web entry reports how the admin was set up on a line starting with this; the launcher keeps it.
 REPORT_PREFIX = "@devstack-report "
 # What a second terminal needs to reach the running stack.
-STACK_SETTINGS = ("FLASK_APP", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "PUBSUB_EMULATOR_HOST",
+STACK_SETTINGS = ("DEVSTACK_URL", "FLASK_APP", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "PUBSUB_EMULATOR_HOST",
                   "GCP_PROJECT_ID", "PUBSUB_TOPIC", "SUBSCRIPTION_NAME", "ADMIN_USERNAME")
 
 
@@ -176,6 +180,8 @@ class StackManager(Manager):
         self.url = url
         self.report: dict | None = None
         self.banner_shown = False
+        self.web_answers = False
+        self.web_watcher: threading.Thread | None = None
         self.stop_reason: str | None = None
         self.signalled: set[str] = set()
         self.killed: set[str] = set()
@@ -215,14 +221,28 @@ class StackManager(Manager):
             else:
                 self._printer.write(message)
 
+    def _watch_web(self) -> None:
+        """Wait until the web app answers HTTP (gunicorn listens before its workers have booted)."""
+        while self.stop_reason is None:
+            try:
+                with urllib.request.urlopen(self.url + "healthz", timeout=5):
+                    pass
+            except urllib.error.HTTPError:
+                pass  # an answer all the same (503 while a dependency is still starting)
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.3)
+                continue
+            self.web_answers = True
+            return
+
     def _maybe_show_banner(self) -> None:
         if self.banner_shown or self.report is None or self.stop_reason:
             return
-        port = urlsplit(self.url).port
-        with socket.socket() as probe:
-            probe.settimeout(0.2)
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                return
+        if self.web_watcher is None:
+            self.web_watcher = threading.Thread(target=self._watch_web, daemon=True)
+            self.web_watcher.start()
+        if not self.web_answers:
+            return
         self.banner_shown = True
         username = self.report["username"]
         if self.report.get("password"):
@@ -316,6 +336,7 @@ def prepare() -> int:
 
     web_port = choose_port(int(env.get("PORT") or WEB_PORT), "the web app")
     env["PORT"] = str(web_port)
+    env["DEVSTACK_URL"] = f"http://127.0.0.1:{web_port}/"
     try:
         workers = int(env.get("WORKERS") or DEFAULT_WORKERS)
     except ValueError:
@@ -327,7 +348,7 @@ def prepare() -> int:
 
     procfile = parse_procfile((ROOT / "Procfile.dev").read_text())
     chosen = {name: procfile.processes[name] for name in processes}
-    manager = StackManager(Printer(sys.stdout, colour=False), f"http://127.0.0.1:{web_port}/")
+    manager = StackManager(Printer(sys.stdout, colour=False), env["DEVSTACK_URL"])
     for params in expand_processes(chosen, concurrency={"worker": workers}):
         manager.add_process(params.name, params.cmd, env={**env, **params.env}, cwd=str(ROOT))
     say(f"Starting web, {workers} worker{'s' if workers > 1 else ''}"
@@ -335,6 +356,8 @@ def prepare() -> int:
         + (" and a sample publisher" if "sample" in processes else "") + ". Logs of Redis and the emulator: "
         + f"{state_dir(env) / 'logs'}/")
     manager.loop()
+    if manager.returncode == 0:
+        say("Everything stopped.")
     return manager.returncode or 0
 
 
