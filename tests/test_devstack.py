@@ -116,3 +116,21 @@ def test_admin_publish_form_refuses_an_empty_message_clearly(app, client, auth, 
     attributes_only = client.post("/admin/publish", data={"topic": pubsub_names["topic"], "data": "",
                                                           "attributes": "status=QUEUED", "csrf_token": token})
     assert attributes_only.status_code == 200 and 'id="published-id"' in attributes_only.get_data(as_text=True)
+
+
+def test_readme_documents_every_setting_and_shows_screenshots_the_script_makes():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    sources = "".join((ROOT / name).read_text() for name in ("config.py", "gunicorn.conf.py"))
+    settings = set(re.findall(r'(?:environ\.get\(|_flag\()"([A-Z_]+)"', sources))
+    assert {"SECRET_KEY", "DATABASE_URL", "WEB_CONCURRENCY"} <= settings
+    missing = [name for name in sorted(settings) if f"`{name}`" not in readme]
+    assert not missing, f"settings missing from the README's configuration table: {missing}"
+
+    script = (ROOT / "helpers" / "screenshots.py").read_text()
+    shown = re.findall(r"\]\(docs/screenshots/([\w-]+)\.png\)", readme)
+    assert len(shown) >= 5
+    for name in shown:
+        assert (ROOT / "docs" / "screenshots" / f"{name}.png").is_file(), name
+        assert f'shoot("{name}"' in script, f"{name}.png is not made by helpers/screenshots.py"
