@@ -536,7 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("process", nargs="?", choices=["web", "worker", "redis", "emulator", "sample"])
     process = parser.parse_args(argv).process
     if process is None:
-        return prepare()
+        try:
+            return prepare()
+        except KeyboardInterrupt:  # Ctrl-C before the processes started: nothing to stop
+            return 0
     {"web": run_web, "worker": run_worker, "redis": run_redis, "emulator": run_emulator,
      "sample": run_sample}[process]()
     return 0

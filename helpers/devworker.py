@@ -18,6 +18,10 @@ from app.worker import PollingWorker
 class DevWorker(PollingWorker):
     imminent_shutdown_delay = 0
 
+    def handle_warm_shutdown_request(self) -> None:
+        if self.horse_pid != 0:  # an idle worker just stops, without rq's "no horse found" warning
+            super().handle_warm_shutdown_request()
+
     def handle_exception(self, job: Job, *exc_info) -> None:
         if exc_info and isinstance(exc_info[1], ShutDownImminentException):
             self.log.warning("Job %s stopped for the shutdown; polling resumes on the next `make run`", job.id)

@@ -27,9 +27,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":
+    try:
+        import google.cloud.pubsub_v1  # noqa: F401
+    except ImportError:
+        # Run with a Python that lacks the packages (`python helpers/publish.py`): use the project's.
+        venv_python = ROOT / ".venv" / "bin" / "python"
+        if not venv_python.exists() or os.environ.get("PUBLISH_REEXECUTED"):
+            sys.exit("Cannot publish: the Python packages are not installed; run `make run` once (it installs them).")
+        os.environ["PUBLISH_REEXECUTED"] = "1"
+        os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
     # Before config is imported, which reads the environment once.
     from helpers.devstack import load_stack_env
 
