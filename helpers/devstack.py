@@ -120,7 +120,10 @@ def write_stack_env(env: MutableMapping[str, str]) -> Path:
 
 
 def load_stack_env(env: MutableMapping[str, str] = os.environ) -> Path | None:
-    """Fill in the settings `make run` wrote to .run/env; what the environment sets already wins."""
+    """Fill in the settings of the running `make run` (.run/env); what the environment sets already wins.
+
+    The file exists only while the stack runs.
+    """
     path = state_dir(env) / "env"
     if not path.exists():
         return None
@@ -344,7 +347,7 @@ def prepare() -> int:
     if workers < 1:
         print(f"WORKERS must be a whole number of 1 or more, not {env.get('WORKERS')!r}.", file=sys.stderr)
         return 2
-    write_stack_env(env)
+    stack_env = write_stack_env(env)
 
     procfile = parse_procfile((ROOT / "Procfile.dev").read_text())
     chosen = {name: procfile.processes[name] for name in processes}
@@ -355,7 +358,11 @@ def prepare() -> int:
         + (", Redis" if "redis" in processes else "") + (", the Pub/Sub emulator" if "emulator" in processes else "")
         + (" and a sample publisher" if "sample" in processes else "") + ". Logs of Redis and the emulator: "
         + f"{state_dir(env) / 'logs'}/")
-    manager.loop()
+    try:
+        manager.loop()
+    finally:
+        # Its settings name ports nothing listens on any more; `make flask` falls back to the defaults.
+        stack_env.unlink(missing_ok=True)
     if manager.returncode == 0:
         say("Everything stopped.")
     return manager.returncode or 0
