@@ -188,18 +188,25 @@ class StackManager(Manager):
         self.stop_reason: str | None = None
         self.signalled: set[str] = set()
         self.killed: set[str] = set()
+        self.signals_received = 0
+        self.forced = False
 
     def _waves(self) -> list[tuple[list[str], float]]:
         apps = [name for name in self._processes if name.split(".")[0] not in SERVICE_PROCESSES]
         services = [name for name in self._processes if name.split(".")[0] in SERVICE_PROCESSES]
         return [(apps, APP_STOP_SECONDS), (services, SERVICE_STOP_SECONDS)]
 
-    def _on_signal(self, signum, _frame) -> None:
-        if self.stop_reason is None:
+    def _on_signal(self, _signum, _frame) -> None:
+        # Only counted here: printing from a signal handler could re-enter a write in progress.
+        self.signals_received += 1
+
+    def _check_signals(self) -> None:
+        if self.signals_received and self.stop_reason is None:
             self.stop_reason = "signal"
             self.returncode = 0
             self._system_print("Stopping: web and workers first, then Redis and the emulator.\n")
-        else:
+        elif self.signals_received > 1 and not self.forced:
+            self.forced = True
             self._system_print("Stopping now.\n")
             self.kill()
 
@@ -264,7 +271,6 @@ class StackManager(Manager):
         for name, record in self._processes.items():
             if record.get("pid") and not self._stopped(name) and name not in self.killed:
                 self.killed.add(name)
-                self._system_print(f"{name} did not stop in time; sending SIGKILL.\n")
                 self._procmgr.kill(record["pid"])
 
     def loop(self) -> None:
@@ -280,6 +286,7 @@ class StackManager(Manager):
                 continue_draining = False
             if continue_draining and not self.events.empty():
                 continue
+            self._check_signals()
             self._maybe_show_banner()
             if self.stop_reason is None:
                 continue

@@ -155,7 +155,10 @@ class MakeRun:
         """The URL the banner prints, and how long it took to appear."""
         def banner():
             match = BANNER_URL.search(self.console)
-            return match and "Ctrl-C" in self.console[match.end():] and match.group(1)
+            if match and "Ctrl-C" in self.console[match.end():]:
+                return match.group(1)
+            assert self.process.poll() is None, f"make run ended before its banner:\n{self.console}"
+            return None
 
         url = wait_until(banner, 240, interval=0.2, message="the banner\n" + self.console)
         return url, time.monotonic() - self.started_at
@@ -197,6 +200,7 @@ def _make(target: str, env: dict[str, str], args: str = "") -> subprocess.Comple
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.timeout(600)
 def test_make_run_twice_keeps_its_port_and_its_word_and_stops_cleanly_on_ctrl_c(tmp_path):
     """The README's `make run`, run twice in a row as a new user would, with a second terminal beside it.
 
