@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
         page.goto(url + "/index")
-        shoot("sign-in")
         page.fill("input[name=username]", args.user)
         page.fill("input[name=password]", password)
         page.click("[type=submit]")
@@ -132,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         page.goto(url + "/activity?unit=minute&attribute=status")
         shoot("activity")
         page.goto(url + "/admin/publish")
+        page.click("#publish-form [type=submit]")  # nothing filled in: the form's refusal
+        page.wait_for_selector(".invalid-feedback")
         shoot("publish")
         # Leave nothing polling for the demo.
         page.goto(url + "/subscriptions")
