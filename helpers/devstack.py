@@ -361,10 +361,11 @@ def prepare() -> int:
     manager = StackManager(Printer(sys.stdout, colour=False), env["DEVSTACK_URL"])
     for params in expand_processes(chosen, concurrency={"worker": workers}):
         manager.add_process(params.name, params.cmd, env={**env, **params.env}, cwd=str(ROOT))
+    services = [label for name, label in (("redis", "Redis"), ("emulator", "the Pub/Sub emulator"))
+                if name in processes]
     say(f"Starting web, {workers} worker{'s' if workers > 1 else ''}"
-        + (", Redis" if "redis" in processes else "") + (", the Pub/Sub emulator" if "emulator" in processes else "")
-        + (" and a sample publisher" if "sample" in processes else "") + ". Logs of Redis and the emulator: "
-        + f"{state_dir(env) / 'logs'}/")
+        + "".join(f", {label}" for label in services) + (" and a sample publisher" if "sample" in processes else "")
+        + (f". Logs of {' and '.join(services)}: {state_dir(env) / 'logs'}/" if services else "."))
     try:
         manager.loop()
     finally:
