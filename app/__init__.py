@@ -1,10 +1,5 @@
 """The application factory."""
 
-import logging
-import sys
-from logging.handlers import RotatingFileHandler
-from pathlib import Path
-
 import rq
 import sqlalchemy as sa
 from flask import Blueprint, Flask
@@ -13,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import security
 from app.extensions import bootstrap, csrf, db, login, migrate
+from app.logs import configure_logging
 from app.redis_connection import Redis
 from config import DEV_SECRET_KEY, Config
 
@@ -28,29 +24,6 @@ def _enable_sqlite_wal(app: Flask) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
-
-
-def _configure_logging(app: Flask) -> None:
-    if app.testing:
-        return
-    from flask.logging import default_handler
-
-    app.logger.removeHandler(default_handler)
-    # A worker creates the app more than once in one process (its own, then each job's): one handler.
-    if any(getattr(handler, "_pubsub_monitor", False) for handler in app.logger.handlers):
-        return
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if app.config["LOG_TO_STDOUT"]:
-        handler: logging.Handler = logging.StreamHandler(sys.stdout)
-    else:
-        log_dir = Path(app.root_path).parent / "logs"
-        log_dir.mkdir(exist_ok=True)
-        handler = RotatingFileHandler(log_dir / "gcpubsub.log", maxBytes=1_000_000, backupCount=10)
-    handler._pubsub_monitor = True
-    handler.setFormatter(formatter)
-    handler.setLevel(logging.INFO)
-    app.logger.addHandler(handler)
-    app.logger.setLevel(logging.INFO)
 
 
 def create_app(config_class: type = Config) -> Flask:
@@ -118,7 +91,7 @@ def create_app(config_class: type = Config) -> Flask:
     from app import cli
 
     cli.register(app)
-    _configure_logging(app)
+    configure_logging(app)
     return app
 
 

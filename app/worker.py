@@ -37,7 +37,8 @@ class PollingWorker(HerokuWorker):
             self._flask_app = create_app()
         with self._flask_app.app_context():
             try:
-                resumed = reconcile()
+                # Read while the session is open: it is removed below, which detaches the Tasks.
+                resumed = [(task.subscription, task.user_id, task.id) for task in reconcile()]
             except Exception:  # a process boundary: a failed pass must not stop the worker
                 self.log.exception("Could not reconcile polling tasks; will try again")
                 return
@@ -45,5 +46,5 @@ class PollingWorker(HerokuWorker):
                 # Hold no database connection across the fork of the next job's work horse.
                 db.session.remove()
                 db.engine.dispose()
-        for task in resumed:
-            self.log.info("Resumed polling %s for user %s as task %s", task.subscription, task.user_id, task.id)
+        for subscription, user_id, task_id in resumed:
+            self.log.info("Resumed polling %s for user %s as task %s", subscription, user_id, task_id)

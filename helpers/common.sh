@@ -4,12 +4,13 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# Pass --quiet to keep pipenv's progress off the console (errors still show).
 install_python_packages() {
-  echo "==> installing Python packages (pipenv, from Pipfile.lock)"
+  echo "==> installing Python packages (pipenv, from Pipfile.lock; the first time takes a few minutes)"
   if ! python3 -m pipenv --version >/dev/null 2>&1; then
     python3 -m pip install --quiet --user pipenv || python3 -m pip install --quiet pipenv
   fi
-  PIPENV_VENV_IN_PROJECT=1 PIPENV_YES=1 python3 -m pipenv sync --dev
+  PIPENV_VENV_IN_PROJECT=1 PIPENV_YES=1 python3 -m pipenv sync --dev "$@"
 }
 
 ensure_chromium() {

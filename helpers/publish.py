@@ -1,11 +1,15 @@
 """Publish sample messages: Cloud Build-style notifications, plus odd payloads on request.
 
+    make publish ARGS="--count 3"            # while `make run` runs, from another terminal
     python helpers/publish.py --topic monitor-topic --count 100 --rate 20
     python helpers/publish.py --create --subscription monitor-sub --odd
+    python helpers/publish.py --data '{"hello": 1}' --attribute status=SUCCESS --count 0
     python helpers/publish.py --count 1000 --json > published.jsonl
 
 Project, topic and subscription default to GCP_PROJECT_ID, PUBSUB_TOPIC and
-SUBSCRIPTION_NAME. With PUBSUB_EMULATOR_HOST set it talks to the emulator.
+SUBSCRIPTION_NAME. With PUBSUB_EMULATOR_HOST set it talks to the emulator. Run as a
+script, it first reads the settings `make run` wrote to .run/env, so it reaches the
+running local stack with nothing set by hand.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import json
 import os
 import random
+import socket
 import sys
 import time
 import uuid
@@ -22,7 +27,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+if __name__ == "__main__":
+    try:
+        import google.cloud.pubsub_v1  # noqa: F401
+    except ImportError:
+        # Run with a Python that lacks the packages (`python helpers/publish.py`): use the project's.
+        venv_python = ROOT / ".venv" / "bin" / "python"
+        if not venv_python.exists() or os.environ.get("PUBLISH_REEXECUTED"):
+            sys.exit("Cannot publish: the Python packages are not installed; run `make run` once (it installs them).")
+        os.environ["PUBLISH_REEXECUTED"] = "1"
+        os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
+    # Before config is imported, which reads the environment once.
+    from helpers.devstack import load_stack_env
+
+    load_stack_env()
 
 from config import Config  # noqa: E402
 
@@ -129,14 +150,46 @@ def ensure_topic_and_subscription(project: str, topic: str, subscription: str | 
         subscriber.close()
 
 
+class CannotPublish(Exception):
+    """A reason to stop, said in one line."""
+
+
+def check_pubsub_reachable() -> None:
+    """Fail fast, in one line, when there is no Pub/Sub to talk to (instead of retrying for minutes)."""
+    host = Config.PUBSUB_EMULATOR_HOST or os.environ.get("PUBSUB_EMULATOR_HOST")
+    if host:
+        name, _, port = host.rpartition(":")
+        try:
+            socket.create_connection((name or "127.0.0.1", int(port)), timeout=3).close()
+        except (OSError, ValueError):
+            raise CannotPublish(f"nothing answers at PUBSUB_EMULATOR_HOST={host}; is `make run` running?") from None
+        return
+    from app.pubsub.client import SetupError, load_credentials
+
+    try:
+        load_credentials(Config.GOOGLE_APPLICATION_CREDENTIALS)
+    except SetupError as error:
+        if Config.GOOGLE_APPLICATION_CREDENTIALS:
+            raise CannotPublish(str(error)) from None
+        raise CannotPublish("no Pub/Sub to talk to: start the local stack with `make run` (or set "
+                            "PUBSUB_EMULATOR_HOST), or set GOOGLE_APPLICATION_CREDENTIALS for Google Cloud") from None
+
+
 def publish(project: str, topic: str, samples, rate: float = 0.0, as_json: bool = False, out=sys.stdout) -> int:
-    """Publish the samples (an iterable), at most `rate` per second when rate > 0; print each one."""
+    """Publish the samples (an iterable), at most `rate` per second when rate > 0; print each one.
+
+    An empty sample (no data, no attributes) raises EmptyMessageError before anything is sent.
+    """
+    from app.admin.publishing import EmptyMessageError, is_empty_message
+
     publisher = make_publisher()
     topic_path = publisher.topic_path(project, topic)
     started = time.monotonic()
     pending = []
     count = 0
     for count, sample in enumerate(samples, start=1):
+        if is_empty_message(sample.data, sample.attributes):
+            raise EmptyMessageError()
         if rate > 0:
             delay = started + (count - 1) / rate - time.monotonic()
             if delay > 0:
@@ -179,12 +232,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--odd", action="store_true",
                         help="also publish every odd payload: binary, invalid JSON, empty data with attributes "
                              "only, 100 attributes, HTML and script, almost 10 MB")
+    parser.add_argument("--data", help="also publish one message with this text as its data")
+    parser.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE",
+                        help="an attribute of the --data message (repeat for more)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON line per message: message_id, kind, data_base64, attributes")
     args = parser.parse_args(argv)
     if args.count < 0:
         parser.error("--count must be 0 or more")
+    custom = []
+    if args.data is not None or args.attribute:
+        attributes = {}
+        for pair in args.attribute:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                parser.error(f"--attribute {pair!r} is not KEY=VALUE")
+            attributes[key] = value
+        custom.append(Sample("custom", (args.data or "").encode("utf-8"), attributes))
+    from app.admin.publishing import EmptyMessageError
 
+    try:
+        return run(args, custom)
+    except (CannotPublish, EmptyMessageError) as error:
+        print(f"Cannot publish: {error}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, custom: list[Sample]) -> int:
+    from google.api_core import exceptions as api_exceptions
+
+    from app.admin.publishing import EmptyMessageError, is_empty_message
+
+    if any(is_empty_message(sample.data, sample.attributes) for sample in custom):
+        raise EmptyMessageError()
+    check_pubsub_reachable()
+    try:
+        return publish_all(args, custom)
+    except api_exceptions.NotFound as error:
+        raise CannotPublish(f"{error.message} (use --create to create the topic)") from None
+    except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
+        raise CannotPublish(f"{error.__class__.__name__}: {error}") from None
+
+
+def publish_all(args: argparse.Namespace, custom: list[Sample]) -> int:
     if args.create:
         ensure_topic_and_subscription(args.project, args.topic, args.subscription)
     kinds = set()
@@ -196,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = (cloud_build_message(args.project, index, args.size, rng) for index in range(args.count))
     odd = odd_samples(args.project, kinds)
     started = time.monotonic()
-    total = publish(args.project, args.topic, [*odd, *samples], args.rate, args.json)
+    total = publish(args.project, args.topic, [*custom, *odd, *samples], args.rate, args.json)
     elapsed = time.monotonic() - started
     print(f"Published {total} messages to projects/{args.project}/topics/{args.topic} in {elapsed:.1f} s",
           file=sys.stderr if args.json else sys.stdout)

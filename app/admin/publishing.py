@@ -14,10 +14,23 @@ PUBLISH_TIMEOUT_SECONDS = 30
 # Pub/Sub takes up to 1,000 messages and 10 MB per publish request.
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+# Pub/Sub answers a message with neither data nor attributes with a bare InvalidArgument.
+EMPTY_MESSAGE = "A message needs data or at least one attribute."
+
+
+class EmptyMessageError(ValueError):
+    def __init__(self) -> None:
+        super().__init__(EMPTY_MESSAGE)
+
+
+def is_empty_message(data: bytes, attributes: Mapping[str, str]) -> bool:
+    return not data and not attributes
 
 
 def publish_one(publisher, topic: str, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
-    """Publish one message; return the id Pub/Sub gave it."""
+    """Publish one message; return the id Pub/Sub gave it. An empty message raises EmptyMessageError."""
+    if is_empty_message(data, attributes):
+        raise EmptyMessageError()
     message = PubsubMessage(data=data, attributes=dict(attributes), ordering_key=ordering_key or "")
     response = publisher.publish(request={"topic": topic, "messages": [message]}, timeout=PUBLISH_TIMEOUT_SECONDS)
     return response.message_ids[0]

@@ -10,7 +10,7 @@ from google.api_core import exceptions as api_exceptions
 
 from app.admin import bp
 from app.admin.forms import PublishForm, ReplayForm, parse_attributes
-from app.admin.publishing import publish_one
+from app.admin.publishing import EMPTY_MESSAGE, is_empty_message, publish_one
 from app.extensions import db
 from app.models import UserItem
 from app.pubsub.client import SetupError, make_publisher_client, topic_path
@@ -57,10 +57,15 @@ def publish_message():
     message_id = error = None
     if not form.is_submitted():
         form.topic.data = current_app.config["PUBSUB_TOPIC"]
+    status = 200
     if form.validate_on_submit():
-        message_id, error = publish(form.topic.data.strip(), (form.data.data or "").encode("utf-8"),
-                                    parse_attributes(form.attributes.data), form.ordering_key.data or "")
-    status = 200 if error is None else 502
+        data, attributes = (form.data.data or "").encode("utf-8"), parse_attributes(form.attributes.data)
+        if is_empty_message(data, attributes):
+            form.data.errors.append(EMPTY_MESSAGE)
+            status = 400
+        else:
+            message_id, error = publish(form.topic.data.strip(), data, attributes, form.ordering_key.data or "")
+            status = 200 if error is None else 502
     return render_template("admin/publish.html", form=form, message_id=message_id, error=error), status
 
 
