@@ -305,7 +305,7 @@ def store_items(app, user_id: int, messages: list[dict]) -> list[int]:
                 text = None
             try:
                 is_json = text is not None and isinstance(json.loads(text), dict | list)
-            except ValueError:
+            except (ValueError, RecursionError):
                 is_json = False
             rows.append(UserItem(
                 user_id=user_id,

@@ -130,3 +130,33 @@ def test_pygments_css_is_served(client):
     assert response.status_code == 200
     assert response.content_type.startswith("text/css")
     assert ".highlight .nt" in response.get_data(as_text=True)
+
+
+HOSTILE_PAYLOADS = {
+    "nested 1,000 deep": "[" * 1000 + "]" * 1000,
+    "nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
+    "objects nested 5,000 deep": '{"a":' * 5000 + "1" + "}" * 5000,
+    "nested 500 deep (parses)": "[" * 500 + "]" * 500,
+    "NaN before deep nesting": "[NaN," + "[" * 900 + "]" * 900 + "]",
+    "huge JSON": "[" + ",".join(['"' + "x" * 1000 + '"'] * 1500) + "]",
+    "invalid JSON": '{"a": [1, 2,',
+    "invalid UTF-8": b'{"a": "\xff\xfe"}',
+    "NUL": '{"a": "\x00"}',
+    "bidi controls": '{"user": "admin\u202e\u2066txt.exe\u2069"}',
+}
+
+
+@pytest.mark.parametrize("payload", HOSTILE_PAYLOADS.values(), ids=HOSTILE_PAYLOADS.keys())
+def test_every_page_renders_a_hostile_payload(app, client, auth, payload):
+    """Any payload renders on every page that shows it: highlighting failures fall back to escaped text."""
+    user_id = create_user(app, "alice")
+    item_id = store_item(app, user_id, payload, {"k": "v"})
+    auth.login()
+    for path in ("/user/alice", "/useritems?after=0", "/useritems?before=999999999", "/explore",
+                 "/explore?q=a", "/explore/items?after=0", f"/useritems/{item_id}",
+                 f"/useritems/{item_id}/data", "/explore/export.jsonl", "/explore/export.csv"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+            response.get_data()
+    # The list still holds the message (the live poll moves past it).
+    assert client.get("/useritems?after=0").get_json()["ids"] == [item_id]
