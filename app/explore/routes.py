@@ -105,9 +105,7 @@ def _export(kind: str):
         item_filter = ItemFilter.from_args(request.args)
     except FilterError as error:
         return error_response(400, str(error))
-    query = item_filter.apply(
-        sa.select(*EXPORT_COLUMNS).where(UserItem.user_id == current_user.id), dialect()
-    ).order_by(UserItem.id.asc())
+    query = item_filter.apply(sa.select(*EXPORT_COLUMNS).where(UserItem.user_id == current_user.id), dialect())
     chunks = jsonl_chunks if kind == "jsonl" else csv_chunks
     engine = db.engine
 
