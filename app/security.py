@@ -141,22 +141,35 @@ def _limiter_storage_options(redis_url: str) -> dict:
 # --- log redaction -------------------------------------------------------------------------------
 
 # Names whose values are secret: *password*, *secret*, *private_key*, *api_key*, *token
-# (not token_uri, which is an address).
-_SECRET_KEY_NAMES = r"(?:\w*(?:password|passwd|secret|private_key|api_key)\w*|\w*token)"
-_VALUE = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,;&'\"})\]]+"
+# (not token_uri, which is an address). The lookahead looks at one word from its start.
+_SECRET_NAME = r"\b(?=\w*?(?:password|passwd|secret|private_key|api_key|token\b))\w++"
+# A quoted value without its closing quote runs to the end of the text.
+_VALUE = r"\"(?:[^\"\\]++|\\.)*+\"?|'(?:[^'\\]++|\\.)*+'?|[^\s,;&'\"})\]]++"
+# A log message longer than this is cut before it is redacted.
+REDACTION_MAX_CHARS = 16 * 1024
+# Every pattern runs in time linear in the text: possessive quantifiers (*+, ++) never give
+# back what they took, and each scan starts only where the previous one could not have.
+_SECRET_WORDS = ("password", "passwd", "secret", "private_key", "api_key", "token")
+# (pattern, replacement or None for the value of group "value", words one of which the
+# lowercased text must hold for the pattern to be tried at all: most lines hold none).
 _REDACTIONS = [
     # PEM private keys, raw or with escaped newlines, even when cut off.
     (
-        re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----.*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)", re.S),
-        "[REDACTED PRIVATE KEY]",
+        re.compile(r"-----BEGIN[A-Z ]*+(?<=PRIVATE KEY)-----.*?(?:-----END[A-Z ]*+(?<=PRIVATE KEY)-----|$)",
+                   re.S),
+        "[REDACTED PRIVATE KEY]", ("private key",),
     ),
     # key=value, key: value, "key": "value", 'key': 'value'
-    (re.compile(rf"(?P<key>(?P<q>[\"']?)\b{_SECRET_KEY_NAMES}(?P=q)\s*[:=]\s*)(?P<value>{_VALUE})", re.I), None),
+    (re.compile(rf"(?P<key>(?P<q>[\"']?){_SECRET_NAME}(?P=q)\s*+[:=]\s*+)(?P<value>{_VALUE})", re.I | re.S),
+     None, _SECRET_WORDS),
     # ('password', 'value'), as in a MultiDict's repr
-    (re.compile(rf"(?P<key>(?P<q>[\"']){_SECRET_KEY_NAMES}(?P=q)\s*,\s*)(?P<value>{_VALUE})", re.I), None),
-    # scheme://user:password@host
-    (re.compile(r"(?P<key>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?P<value>[^\s@/]+)(?=@)", re.I), None),
-    (re.compile(r"(?P<key>\bauthorization\W+(?:bearer|basic)\s+)(?P<value>\S+)", re.I), None),
+    (re.compile(rf"(?P<key>(?P<q>[\"']){_SECRET_NAME}(?P=q)\s*+,\s*+)(?P<value>{_VALUE})", re.I | re.S),
+     None, _SECRET_WORDS),
+    # scheme://user:password@host (a scheme starts where no scheme character precedes it)
+    (re.compile(r"(?P<key>(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^\s:/@]*+:)(?P<value>[^\s@/]++)(?=@)", re.I),
+     None, ("://",)),
+    (re.compile(r"(?P<key>\bauthorization\W++(?:bearer|basic)\s++)(?P<value>\S++)", re.I), None,
+     ("authorization",)),
 ]
 _MIN_KNOWN_SECRET_LENGTH = 8
 _known_secrets: set[str] = set()
@@ -167,16 +180,28 @@ _factory_installed = False
 def _redact_value(match: re.Match) -> str:
     value = match.group("value")
     quote = value[0] if value[:1] in {'"', "'"} else ""
-    return f"{match.group('key')}{quote}{REDACTED}{quote}"
+    closing = quote if len(value) > 1 and value.endswith(quote) else ""
+    return f"{match.group('key')}{quote}{REDACTED}{closing}"
 
 
 def redact_secrets(text: str) -> str:
-    """Text with passwords, private keys, URL credentials and the app's known secrets blanked out."""
+    """Text with passwords, private keys, URL credentials and the app's known secrets blanked out.
+
+    Text longer than REDACTION_MAX_CHARS loses its middle before the patterns run, so that
+    one request cannot hold up logging; each pattern runs in linear time.
+    """
     for secret in sorted(_known_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement or _redact_value, text)
+    if len(text) > REDACTION_MAX_CHARS:
+        # The start and the end (of a traceback, the exception) are kept; known secrets are
+        # already gone, so the cut cannot leave half of one behind.
+        half = REDACTION_MAX_CHARS // 2
+        text = f"{text[:half]} [... {len(text) - 2 * half} characters not logged ...] {text[-half:]}"
+    for pattern, replacement, words in _REDACTIONS:
+        lowered = text.lower()
+        if any(word in lowered for word in words):
+            text = pattern.sub(replacement or _redact_value, text)
     return text
 
 
