@@ -9,6 +9,7 @@ config, and leaves Flask-Login's cookie alone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, make_response, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
@@ -68,6 +69,19 @@ class SecureCookieResponse(Response):
         if has_request_context() and request.is_secure:
             kwargs["secure"] = True
         super().set_cookie(key, *args, **kwargs)
+
+
+def no_store(view):
+    """Mark a view's responses Cache-Control: no-store: they show messages, which no cache
+    (the browser's, a shared proxy's) may keep after the user signs out."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        response = make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return wrapped
 
 
 def add_security_headers(response: Response) -> Response:

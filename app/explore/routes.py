@@ -33,6 +33,7 @@ from app.explore.filters import FilterError, ItemFilter
 from app.extensions import db
 from app.main.routes import keyset_page, list_items, render_item_row
 from app.models import Subscription, UserItem
+from app.security import no_store
 
 
 @bp.app_template_filter("b64encode")
@@ -60,6 +61,7 @@ def filtered_items(item_filter: ItemFilter) -> sa.Select:
 
 @bp.route("/explore")
 @login_required
+@no_store
 def explore():
     """Search the user's messages; the filter is in the URL and the list updates live."""
     try:
@@ -90,6 +92,7 @@ def explore():
 
 @bp.route("/explore/items")
 @login_required
+@no_store
 def explore_items():
     """Filtered items newer than `after` (oldest first) or older than `before` (newest first), as JSON."""
     try:
@@ -127,6 +130,7 @@ def _export(kind: str):
 
 @bp.route("/explore/export.jsonl")
 @login_required
+@no_store
 def export_jsonl():
     """The current filter's messages as JSON Lines, data and attributes exact (base64 for binary)."""
     return _export("jsonl")
@@ -134,6 +138,7 @@ def export_jsonl():
 
 @bp.route("/explore/export.csv")
 @login_required
+@no_store
 def export_csv():
     """The current filter's messages as CSV."""
     return _export("csv")

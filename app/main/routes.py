@@ -15,6 +15,7 @@ from app.main import bp
 from app.main.rendering import render_attributes, render_data, with_previews
 from app.models import Notification, Task, User, UserItem, utcnow
 from app.resume import job_is_alive
+from app.security import no_store
 
 POLLING_TASK = "polling_subscription"
 # Each poll answers with at most this many new items; a burst is caught up over
@@ -105,6 +106,7 @@ def list_items(query: sa.Select, limit: int) -> list:
 
 @bp.route("/user/<username>")
 @login_required
+@no_store
 def user(username):
     """A user's page: their newest messages first, with live updates."""
     owner = visible_user(username)
@@ -131,6 +133,7 @@ def user(username):
 
 @bp.route("/useritems")
 @login_required
+@no_store
 def useritems():
     """Items newer than `after` (oldest first) or older than `before` (newest first), as rendered rows."""
     owner = visible_user(request.args.get("user"))
@@ -167,6 +170,7 @@ def keyset_page(query):
 
 @bp.route("/useritems/<int:item_id>")
 @login_required
+@no_store
 def useritem(item_id):
     """One message in full."""
     item = readable_item(item_id)
@@ -178,6 +182,7 @@ def useritem(item_id):
 
 @bp.route("/useritems/<int:item_id>/data")
 @login_required
+@no_store
 def useritem_data(item_id):
     """A message's data byte for byte, as a download (never rendered by the browser)."""
     item = readable_item(item_id)
