@@ -63,7 +63,10 @@ def create_app(config_class: type = Config) -> Flask:
         )
     # Heroku's router sets X-Forwarded-For and -Proto and keeps the Host header; it does not
     # set X-Forwarded-Host, so a value there would come from the client and is not trusted.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
+    # Without a proxy in front (TRUSTED_PROXIES=0), no forwarded header is believed.
+    trusted_proxies = app.config["TRUSTED_PROXIES"]
+    if trusted_proxies > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=0)
 
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)

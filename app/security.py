@@ -2,9 +2,9 @@
 
 The headers are a few lines of our own rather than Flask-Talisman: the app needs the
 Secure flag decided per request (Heroku's router speaks HTTPS, the app sees HTTP plus
-X-Forwarded-Proto), for the remember-me cookie as well as the session, and no forced
-HTTPS redirect for local development; Talisman sets the session cookie's flag once, in
-config, and leaves Flask-Login's cookie alone.
+X-Forwarded-Proto), for the remember-me cookie as well as the session, and an HTTPS
+redirect only in production (HTTPS_REDIRECT) and never for the health check; Talisman
+sets the session cookie's flag once, in config, and leaves Flask-Login's cookie alone.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import json
 import logging
 import re
 import threading
+import time
 import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_request_context, make_response, request
+from flask import Flask, Response, current_app, g, has_request_context, make_response, redirect, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
+from redis import RedisError
 
 from app.extensions import limiter
 
@@ -84,6 +86,16 @@ def no_store(view):
     return wrapped
 
 
+def redirect_plain_http():
+    """With HTTPS_REDIRECT (production), plain HTTP goes to the same URL over HTTPS; the health
+    check stays reachable over HTTP for the platform's probes."""
+    if not current_app.config["HTTPS_REDIRECT"] or request.is_secure or request.path == "/healthz":
+        return None
+    # 308 keeps a form's method and body; GET and HEAD can be cached as moved for good.
+    return redirect(request.url.replace("http://", "https://", 1),
+                    code=301 if request.method in ("GET", "HEAD") else 308)
+
+
 def add_security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
@@ -105,18 +117,64 @@ def client_address_key() -> str:
     return f"{_limit_namespace()}:address:{get_remote_address()}"
 
 
-def username_key() -> str:
-    """The rate-limit key for the username tried; hashed, as people type passwords into it."""
-    username = (request.form.get("username") or "").strip().lower()
-    return f"{_limit_namespace()}:username:{hashlib.sha256(username.encode()).hexdigest()[:32]}"
+def _username_digest(username: str | None) -> str:
+    """The username tried, normalised and hashed: people type passwords into it."""
+    username = (username or "").strip().lower()
+    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def username_and_address_key() -> str:
+    """The rate-limit key for the username tried from the client's address."""
+    return f"{_limit_namespace()}:username-address:{_username_digest(request.form.get('username'))}:" \
+           f"{get_remote_address()}"
 
 
 def sign_in_limit_per_address() -> str:
     return current_app.config["SIGN_IN_LIMIT_PER_ADDRESS"]
 
 
-def sign_in_limit_per_username() -> str:
-    return current_app.config["SIGN_IN_LIMIT_PER_USERNAME"]
+def sign_in_limit_per_username_and_address() -> str:
+    return current_app.config["SIGN_IN_LIMIT_PER_USERNAME_AND_ADDRESS"]
+
+
+# Per-username slowdown: failures from every address count, but they only slow attempts for
+# that username down (never lock it), so its owner can still sign in from their own address.
+_SLOWDOWN_WINDOW_SECONDS = 60
+_sleep = time.sleep
+
+
+def _failures_key(username: str | None) -> str:
+    return f"{_limit_namespace()}:sign-in-failures:{_username_digest(username)}"
+
+
+def record_failed_sign_in(username: str | None) -> None:
+    """Count a failed sign-in for the username (any address), for sign_in_delay."""
+    key = _failures_key(username)
+    try:
+        if current_app.redis.incr(key) == 1:
+            current_app.redis.expire(key, _SLOWDOWN_WINDOW_SECONDS)
+    except RedisError:
+        current_app.logger.warning("Redis unreachable: failed sign-ins are not counted for the slowdown")
+
+
+def sign_in_delay(username: str | None) -> float:
+    """Seconds an attempt for this username waits: none until SIGN_IN_SLOWDOWN_AFTER failures in the
+    window, then SIGN_IN_SLOWDOWN_SECONDS, doubling with each failure, up to the maximum."""
+    config = current_app.config
+    try:
+        failures = int(current_app.redis.get(_failures_key(username)) or 0)
+    except RedisError:
+        return 0.0
+    excess = failures - config["SIGN_IN_SLOWDOWN_AFTER"]
+    if excess < 0:
+        return 0.0
+    return min(config["SIGN_IN_SLOWDOWN_SECONDS"] * 2 ** min(excess, 16), config["SIGN_IN_SLOWDOWN_MAX_SECONDS"])
+
+
+def slow_down_sign_in(username: str | None) -> None:
+    delay = sign_in_delay(username)
+    if delay > 0:
+        _sleep(delay)
 
 
 def is_failed_sign_in(response: Response) -> bool:
@@ -310,6 +368,8 @@ def init_app(app: Flask) -> None:
     register_app_secrets(app)
 
     app.response_class = SecureCookieResponse
+    # First of all the request hooks (CSRF's was attached before): plain HTTP gets only the redirect.
+    app.before_request_funcs.setdefault(None, []).insert(0, redirect_plain_http)
     app.after_request(add_security_headers)
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])

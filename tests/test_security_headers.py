@@ -76,7 +76,7 @@ def test_every_page_and_endpoint_sends_the_security_headers(app, client, auth):
         assert_security_headers(response, path)
         seen.append(path)
     assert {"/index", "/user/alice", f"/useritems/{item_id}", "/useritems", "/notifications"} <= set(seen)
-    assert_security_headers(client.get("/logout"), "/logout")
+    assert_security_headers(auth.logout(), "/logout")
 
 
 def test_every_html_page_has_no_inline_script_or_style(app, client, auth):
