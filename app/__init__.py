@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Flask
 from pygments import formatters, lexers
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from app import security
 from app.extensions import bootstrap, csrf, db, login, migrate
@@ -53,8 +54,18 @@ def _configure_logging(app: Flask) -> None:
     app.logger.setLevel(logging.INFO)
 
 
+class Int64Converter(IntegerConverter):
+    """`<int:...>` in a URL, limited to the databases' 64-bit ids: a larger number is a 404, not an
+    overflow in the database driver."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 (werkzeug's signature)
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
 def create_app(config_class: type = Config) -> Flask:
     app = Flask(__name__)
+    app.url_map.converters["int"] = Int64Converter
     app.config.from_object(config_class)
     if app.config["SECRET_KEY"] == DEV_SECRET_KEY and not (app.debug or app.testing):
         raise RuntimeError(

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_request_context, make_response, redirect, request
+from flask import Flask, Response, abort, current_app, g, has_request_context, make_response, redirect, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
@@ -94,6 +94,18 @@ def redirect_plain_http():
     # 308 keeps a form's method and body; GET and HEAD can be cached as moved for good.
     return redirect(request.url.replace("http://", "https://", 1),
                     code=301 if request.method in ("GET", "HEAD") else 308)
+
+
+def refuse_nul_characters():
+    """400 for a NUL character in the path, a query argument or a form field: PostgreSQL's text
+    cannot hold one, so it could only fail deeper down, and no name or filter needs it."""
+    fields = [request.args]
+    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        fields.append(request.form)
+    if "\x00" in request.path or any(
+        "\x00" in key or "\x00" in value for values in fields for key, value in values.items(multi=True)
+    ):
+        abort(400, "The request holds a NUL character, which no parameter may contain.")
 
 
 def add_security_headers(response: Response) -> Response:
@@ -370,6 +382,7 @@ def init_app(app: Flask) -> None:
     app.response_class = SecureCookieResponse
     # First of all the request hooks (CSRF's was attached before): plain HTTP gets only the redirect.
     app.before_request_funcs.setdefault(None, []).insert(0, redirect_plain_http)
+    app.before_request(refuse_nul_characters)
     app.after_request(add_security_headers)
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])

@@ -31,7 +31,7 @@ from app.explore.charts import (
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
 from app.explore.filters import FilterError, ItemFilter
 from app.extensions import db
-from app.main.routes import keyset_page, list_items, render_item_row
+from app.main.routes import id_argument, keyset_page, list_items, render_item_row
 from app.models import Subscription, UserItem
 from app.security import no_store
 
@@ -69,7 +69,7 @@ def explore():
     except FilterError as error:
         return error_response(400, str(error))
     per_page = current_app.config["ITEMS_PER_PAGE"]
-    before = request.args.get("before", type=int)
+    before = id_argument("before")
     query = filtered_items(item_filter)
     if before is not None:
         query = query.where(UserItem.id < before)
