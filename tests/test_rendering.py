@@ -160,3 +160,19 @@ def test_every_page_renders_a_hostile_payload(app, client, auth, payload):
             response.get_data()
     # The list still holds the message (the live poll moves past it).
     assert client.get("/useritems?after=0").get_json()["ids"] == [item_id]
+
+
+def test_attributes_holding_nul_and_bidi_controls_render_filter_and_chart(app, client, auth):
+    """jsonb cannot hold \\u0000: pages, filters and the activity breakdown must not depend on it."""
+    user_id = create_user(app, "alice")
+    odd = store_item(app, user_id, "odd", {"k": "a\x00b", "nul\x00key": "v", "bidi": "\u202eevil"})
+    plain = store_item(app, user_id, "plain", {"k": "plain"})
+    auth.login()
+    for path in ("/user/alice", "/useritems?after=0", f"/useritems/{odd}", "/explore", "/explore/export.jsonl",
+                 "/activity?attribute=k", "/activity?attribute=bidi", "/activity?attribute=nul%20key"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+            response.get_data()
+    assert client.get("/explore/items", query_string={"attr": "k=plain", "after": 0}).get_json()["ids"] == [plain]
+    assert client.get("/explore/items", query_string={"attr": "bidi=\u202eevil", "after": 0}).get_json()["ids"] == [odd]
+    assert "plain" in client.get("/activity?attribute=k").get_data(as_text=True)
