@@ -229,7 +229,7 @@ def _limiter_storage_options(redis_url: str) -> dict:
 _SECRET_NAME = r"\b(?=\w*?(?:password|passwd|secret|private_key|api_key|token\b))\w++"
 # A quoted value without its closing quote runs to the end of the text.
 _VALUE = r"\"(?:[^\"\\]++|\\.)*+\"?|'(?:[^'\\]++|\\.)*+'?|[^\s,;&'\"})\]]++"
-# A log message longer than this is cut before it is redacted.
+# A log message longer than this loses its middle before the patterns run (known secrets go first).
 REDACTION_MAX_CHARS = 16 * 1024
 # Every pattern runs in time linear in the text: possessive quantifiers (*+, ++) never give
 # back what they took, and each scan starts only where the previous one could not have.
