@@ -97,12 +97,14 @@ def redirect_plain_http():
 
 
 def refuse_nul_characters():
-    """400 for a NUL character in the path, a query argument or a form field: PostgreSQL's text
+    """400 for a NUL character in the path, a query argument, a form field or a JSON body: PostgreSQL's text
     cannot hold one, so it could only fail deeper down, and no name or filter needs it."""
     fields = [request.args]
     if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         fields.append(request.form)
-    if "\x00" in request.path or any(
+    # A JSON body can only carry NUL escaped; a stray escaped backslash before "u0000" is refused too.
+    json_nul = request.is_json and b"\\u0000" in request.get_data(cache=True)
+    if json_nul or "\x00" in request.path or any(
         "\x00" in key or "\x00" in value for values in fields for key, value in values.items(multi=True)
     ):
         abort(400, "The request holds a NUL character, which no parameter may contain.")

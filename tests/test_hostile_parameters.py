@@ -121,3 +121,16 @@ def test_no_route_answers_500_to_a_hostile_path(hostile_app, client, auth, usern
         for path in (f"/user/{value}", f"/useritems/{value}", f"/useritems/{value}/data", f"/static/{value}"):
             assert_not_500(client, path)
     assert_not_500(client, "/useritems/" + str(2**63 - 1))
+
+
+def test_nul_in_a_form_field_or_json_body_is_refused_not_a_500(hostile_app, client, auth):
+    """PostgreSQL's text cannot hold NUL: a sign-in or a polling request holding one gets a 400."""
+    token = auth.csrf_token()
+    signed_in = client.post("/index", data={"username": "ali\x00ce", "password": "x", "csrf_token": token})
+    assert signed_in.status_code == 400
+    auth.login()
+    token = auth.csrf_token("/user/alice")
+    started = client.post("/polling_pubsub", json={"action": "start", "subscription": "sub\x00name"},
+                          headers={"X-CSRFToken": token})
+    assert started.status_code == 400
+    assert "NUL" in started.get_json()["error"]
