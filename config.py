@@ -63,10 +63,16 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 
-    # Failed sign-ins allowed per client address and per username (Flask-Limiter syntax),
-    # counted in Redis so that the limits hold across gunicorn workers.
+    # Failed sign-ins allowed per client address and per (username, address) pair (Flask-Limiter
+    # syntax), counted in Redis so that the limits hold across gunicorn workers. A username is
+    # not locked: failures from other addresses must not lock its owner out.
     SIGN_IN_LIMIT_PER_ADDRESS = os.environ.get("SIGN_IN_LIMIT_PER_ADDRESS") or "10/minute"
-    SIGN_IN_LIMIT_PER_USERNAME = os.environ.get("SIGN_IN_LIMIT_PER_USERNAME") or "5/minute"
+    SIGN_IN_LIMIT_PER_USERNAME_AND_ADDRESS = os.environ.get("SIGN_IN_LIMIT_PER_USERNAME_AND_ADDRESS") or "5/minute"
+    # Instead, after this many failures for one username within a minute (from any address),
+    # every attempt for it waits, doubling from SIGN_IN_SLOWDOWN_SECONDS up to the maximum.
+    SIGN_IN_SLOWDOWN_AFTER = int(os.environ.get("SIGN_IN_SLOWDOWN_AFTER") or 5)
+    SIGN_IN_SLOWDOWN_SECONDS = float(os.environ.get("SIGN_IN_SLOWDOWN_SECONDS") or 0.25)
+    SIGN_IN_SLOWDOWN_MAX_SECONDS = float(os.environ.get("SIGN_IN_SLOWDOWN_MAX_SECONDS") or 2.0)
     # Wrong current passwords allowed per signed-in user when changing the password.
     CHANGE_PASSWORD_LIMIT_PER_USER = os.environ.get("CHANGE_PASSWORD_LIMIT_PER_USER") or "5/minute"
     # Storage defaults to REDIS_URL (app.security). A moving window means "in any 60 s",
@@ -77,6 +83,13 @@ class Config:
     # rather than refuse every sign-in; Redis is rechecked with backoff.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_SWALLOW_ERRORS = True
+
+    # How many proxies in front of the app set X-Forwarded-For and -Proto: Heroku's router
+    # (DYNO is set on Heroku), else none, so that a client reaching gunicorn directly cannot
+    # choose its address or scheme. Read by ProxyFix and by gunicorn.conf.py.
+    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES") or (1 if os.environ.get("DYNO") else 0))
+    # In production (Heroku), plain HTTP is redirected to HTTPS, except the health check.
+    HTTPS_REDIRECT = _flag("HTTPS_REDIRECT", "1" if os.environ.get("DYNO") else "")
 
     # Cookies are also marked Secure per request over HTTPS (app.security).
     SESSION_COOKIE_HTTPONLY = True

@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Flask
 from pygments import formatters, lexers
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from app import security
 from app.extensions import bootstrap, csrf, db, login, migrate
@@ -26,8 +27,18 @@ def _enable_sqlite_wal(app: Flask) -> None:
         cursor.close()
 
 
+class Int64Converter(IntegerConverter):
+    """`<int:...>` in a URL, limited to the databases' 64-bit ids: a larger number is a 404, not an
+    overflow in the database driver."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 (werkzeug's signature)
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
 def create_app(config_class: type = Config) -> Flask:
     app = Flask(__name__)
+    app.url_map.converters["int"] = Int64Converter
     app.config.from_object(config_class)
     if app.config["SECRET_KEY"] == DEV_SECRET_KEY and not (app.debug or app.testing):
         raise RuntimeError(
@@ -36,7 +47,10 @@ def create_app(config_class: type = Config) -> Flask:
         )
     # Heroku's router sets X-Forwarded-For and -Proto and keeps the Host header; it does not
     # set X-Forwarded-Host, so a value there would come from the client and is not trusted.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
+    # Without a proxy in front (TRUSTED_PROXIES=0), no forwarded header is believed.
+    trusted_proxies = app.config["TRUSTED_PROXIES"]
+    if trusted_proxies > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=0)
 
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)

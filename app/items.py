@@ -19,6 +19,8 @@ from app.rendering import render_attributes, render_data, with_previews
 
 # Each poll answers with at most this many new messages; a burst is caught up over several polls.
 MAX_ITEMS_PER_RESPONSE = 100
+# Ids are 64-bit in the databases; a cursor beyond that range means "beyond every id".
+MAX_ID = 2**63 - 1
 
 
 class RenderedRows:
@@ -91,14 +93,21 @@ def list_items(query: sa.Select, limit: int) -> list:
     return list(db.session.execute(with_previews(query).limit(limit)))
 
 
+def id_argument(name: str) -> int | None:
+    """A whole-number id cursor from the query string, held within the databases' 64-bit range;
+    None when absent or not a whole number."""
+    value = request.args.get(name, type=int)
+    return None if value is None else max(-MAX_ID, min(value, MAX_ID))
+
+
 def keyset_page(query):
     """One page of `query`'s items as JSON rows, by the request's `after` or `before` id.
 
     `after` (the live poll) answers newer items oldest first, at most MAX_ITEMS_PER_RESPONSE;
     `before` (infinite scroll) answers older items newest first, ITEMS_PER_PAGE of them.
     """
-    after = request.args.get("after", type=int)
-    before = request.args.get("before", type=int)
+    after = id_argument("after")
+    before = id_argument("before")
     if before is not None:
         limit = current_app.config["ITEMS_PER_PAGE"]
         query = query.where(UserItem.id < before).order_by(UserItem.id.desc())

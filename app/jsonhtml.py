@@ -43,8 +43,17 @@ _COLON = '<span class="p">:</span><span class="w"> </span>'
 _NEWLINES = ["\n"] + [f'\n<span class="w">{"  " * depth}</span>' for depth in range(1, 64)]
 
 
+# Deeper than this, the indentation alone would dwarf the data (json.dumps(indent=2) writes
+# 2 * depth spaces on every line), so the value is shown as plain text instead.
+MAX_HIGHLIGHT_DEPTH = 100
+
+
 class _NotPlainJson(Exception):
     pass
+
+
+class TooDeepToHighlight(ValueError):
+    """The value nests deeper than MAX_HIGHLIGHT_DEPTH."""
 
 
 def _newline(depth: int) -> str:
@@ -53,9 +62,14 @@ def _newline(depth: int) -> str:
 
 def highlight_value(value, sort_keys: bool = False) -> str | None:
     """`pygments.highlight(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=...))` with
-    JsonLexer and the default HtmlFormatter, or None when Pygments must do it."""
+    JsonLexer and the default HtmlFormatter, or None when Pygments must do it.
+
+    Raises TooDeepToHighlight (a ValueError) for a value nested deeper than MAX_HIGHLIGHT_DEPTH.
+    """
     try:
         compact = json.dumps(value, ensure_ascii=False, sort_keys=sort_keys, separators=(",", ":"))
+    except RecursionError:
+        raise TooDeepToHighlight("nested too deeply to highlight") from None
     except (TypeError, ValueError):
         return None
     depth = 0
@@ -73,6 +87,8 @@ def highlight_value(value, sort_keys: bool = False) -> str | None:
             return '<span class="p">,</span>' + _newline(depth)
         if kind == "open":
             depth += 1
+            if depth > MAX_HIGHLIGHT_DEPTH:
+                raise TooDeepToHighlight(f"nested deeper than {MAX_HIGHLIGHT_DEPTH} levels")
             return f'<span class="p">{match.group()}</span>{_newline(depth)}'
         if kind in ("close", "close_comma"):
             depth -= 1

@@ -46,6 +46,8 @@ class User(UserMixin, db.Model):
     password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(256))
     is_admin: so.Mapped[bool] = so.mapped_column(default=False)
     last_seen: so.Mapped[datetime | None] = so.mapped_column(TZDateTime, default=utcnow)
+    # Part of every session and remember-me cookie; signing out increments it, which ends them all.
+    session_generation: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
 
     tasks: so.WriteOnlyMapped[Task] = so.relationship(back_populates="user")
     notifications: so.WriteOnlyMapped[Notification] = so.relationship(back_populates="user")
@@ -55,9 +57,13 @@ class User(UserMixin, db.Model):
         return f"<User {self.username}>"
 
     def get_id(self) -> str:
-        """The id kept in the session and remember-me cookies, tied to the current password:
-        changing the password signs out every other session."""
-        return f"{self.id}:{self.password_fingerprint()}"
+        """The id kept in the session and remember-me cookies, tied to the current password and
+        session generation: changing the password, or signing out, ends every other session."""
+        return f"{self.id}:{self.password_fingerprint()}:{self.session_generation}"
+
+    def end_sessions(self) -> None:
+        """Make every session and remember-me cookie issued so far invalid; the caller commits."""
+        self.session_generation = (self.session_generation or 0) + 1
 
     def password_fingerprint(self) -> str:
         return hashlib.sha256((self.password_hash or "").encode()).hexdigest()[:16]
@@ -87,11 +93,13 @@ class User(UserMixin, db.Model):
 
 @login.user_loader
 def load_user(user_id: str) -> User | None:
-    user_key, _, fingerprint = user_id.partition(":")
-    if not user_key.isdigit():
+    user_key, _, rest = user_id.partition(":")
+    fingerprint, _, generation = rest.partition(":")
+    if not (user_key.isascii() and user_key.isdigit() and len(user_key) < 10):
         return None
     user = db.session.get(User, int(user_key))
-    if user is None or not hmac.compare_digest(fingerprint, user.password_fingerprint()):
+    if user is None or not hmac.compare_digest(f"{fingerprint}:{generation}".encode(),
+                                               f"{user.password_fingerprint()}:{user.session_generation}".encode()):
         return None
     return user
 

@@ -31,10 +31,16 @@ class RenderedData:
 
 
 def highlight_json(value, sort_keys: bool = False) -> Markup:
-    """The value pretty-printed (indent 2) and highlighted as Pygments does it (app/jsonhtml.py)."""
+    """The value pretty-printed (indent 2) and highlighted as Pygments does it (app/jsonhtml.py).
+
+    Raises ValueError or RecursionError when the value cannot be highlighted within bounds;
+    callers then show the data as escaped text.
+    """
     html = highlight_value(value, sort_keys=sort_keys)
     if html is None:
         text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
+        if len(text) > HIGHLIGHT_MAX_BYTES:
+            raise ValueError("too large to highlight once indented")
         html = highlight(text, current_app.json_lexer, current_app.html_formatter)
     # Both escape the text they are given; the result is safe markup.
     return Markup(html)
@@ -102,13 +108,17 @@ def render_data(item, limit: int | None = LIST_PREVIEW_BYTES, *, previewed: bool
     if looks_like_json(item, text) and len(text) <= HIGHLIGHT_MAX_BYTES:
         try:
             return RenderedData("json", highlight_json(json.loads(text)), False, size)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Not JSON after all, or nested too deeply to parse or lay out: shown as text.
             pass
     return RenderedData("text", Markup('<pre class="data-text">{}</pre>').format(text), False, size)
 
 
 def render_attributes(item) -> Markup:
-    attributes = item.attributes
-    if not attributes:
-        return Markup('<span class="text-muted">(none)</span>')
-    return highlight_json(attributes, sort_keys=True)
+    try:
+        attributes = item.attributes
+        if not attributes:
+            return Markup('<span class="text-muted">(none)</span>')
+        return highlight_json(attributes, sort_keys=True)
+    except (ValueError, RecursionError):
+        return Markup('<pre class="data-text">{}</pre>').format(item.attributes_json)

@@ -134,6 +134,8 @@ def make_config(database_url: str, redis_url: str, **overrides) -> type:
         "RQ_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
         "GCP_PROJECT_ID": TEST_PROJECT,
         "ADMIN_PASSWORD": None,
+        # The test client stands where Heroku's router does: one proxy's X-Forwarded-* are believed.
+        "TRUSTED_PROXIES": 1,
         **overrides,
     }
     return type("TestConfig", (Config,), attributes)
@@ -210,8 +212,12 @@ class AuthActions:
             "/index", data={"username": username, "password": password, "csrf_token": token, **extra}
         )
 
-    def logout(self):
-        return self._client.get("/logout")
+    def logout(self, headers: dict | None = None):
+        """Sign out as the navbar's form does: POST with the page's CSRF token."""
+        page = self._client.get("/index", headers=headers or {}, follow_redirects=True)
+        match = CSRF_META.search(page.get_data(as_text=True))
+        assert match, "no csrf-token meta tag to sign out with"
+        return self._client.post("/logout", data={"csrf_token": match.group(1)}, headers=headers or {})
 
     def csrf_token(self, path: str = "/index") -> str:
         return csrf_token_from(self._client, path)
@@ -341,7 +347,7 @@ def store_items(app, user_id: int, messages: list[dict]) -> list[int]:
                 text = None
             try:
                 is_json = text is not None and isinstance(json.loads(text), dict | list)
-            except ValueError:
+            except (ValueError, RecursionError):
                 is_json = False
             rows.append(UserItem(
                 user_id=user_id,

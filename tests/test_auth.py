@@ -174,3 +174,41 @@ def test_changing_the_password_signs_out_other_sessions_but_not_this_one(app, cl
     assert client.get("/user/alice").status_code == 200  # this session goes on
     assert other.get("/user/alice").status_code == 302  # the other one, remember-me and all, is out
     assert other.get("/notifications", headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_sign_out_is_a_post_with_a_csrf_token(app, client, auth):
+    """A link or image on another site can no longer sign the user out."""
+    create_user(app, "alice")
+    auth.login()
+    assert client.get("/logout").status_code == 405
+    assert client.post("/logout").status_code == 400  # no CSRF token
+    assert client.get("/user/alice").status_code == 200
+    assert auth.logout().status_code == 302
+    assert client.get("/user/alice").status_code == 302
+
+
+def copy_cookie(source, target, name: str) -> None:
+    cookie = source.get_cookie(name)
+    assert cookie is not None, name
+    target.set_cookie(name, cookie.value, domain=cookie.domain or "localhost")
+
+
+def test_sign_out_ends_copied_session_and_remember_me_cookies(app, client, auth):
+    """Issue 14: a copied cookie kept working for 30 days after sign-out."""
+    create_user(app, "alice")
+    auth.login(remember_me="y")
+    copied_session, copied_remember = app.test_client(), app.test_client()
+    copy_cookie(client, copied_session, "session")
+    copy_cookie(client, copied_remember, "remember_token")
+    assert copied_session.get("/user/alice").status_code == 200
+    assert copied_remember.get("/user/alice").status_code == 200
+    copy_cookie(client, copied_remember, "remember_token")  # the same cookie again, for a fresh session
+    copied_remember.delete_cookie("session", domain="localhost")
+
+    auth.logout()
+    assert client.get("/user/alice").status_code == 302
+    assert copied_session.get("/user/alice").status_code == 302
+    assert copied_remember.get("/user/alice").status_code == 302
+    # Signing in again works, with a new cookie.
+    auth.login()
+    assert client.get("/user/alice").status_code == 200

@@ -156,7 +156,8 @@ def test_change_password_in_the_browser_then_sign_in_with_it(app, browser_contex
     page.wait_for_selector("#pwd-alert.alert-success")
     assert "Password changed" in page.inner_text("#pwd-alert")
     assert page.input_value("#newpass") == "" and page.input_value("#curpass") == ""  # the form reset itself
-    page.goto("/logout")
+    page.click("#sign-out")
+    page.wait_for_selector("#username")
     page.fill("#username", "alice")
     page.fill("#password", TEST_PASSWORD)
     page.click("#submit")

@@ -1,10 +1,12 @@
 """How one stored message is shown: highlighted JSON, escaped text, labelled binary, cut when large."""
 
 import pytest
+import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import UserItem
 from app.rendering import HEX_PREVIEW_BYTES, LIST_PREVIEW_BYTES, render_attributes, render_data
+from tests.bulk import insert_rows, item_row
 from tests.conftest import create_user, store_item
 
 HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'
@@ -130,3 +132,52 @@ def test_pygments_css_is_served(client):
     assert response.status_code == 200
     assert response.content_type.startswith("text/css")
     assert ".highlight .nt" in response.get_data(as_text=True)
+
+
+HOSTILE_PAYLOADS = {
+    "nested 1,000 deep": "[" * 1000 + "]" * 1000,
+    "nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
+    "objects nested 5,000 deep": '{"a":' * 5000 + "1" + "}" * 5000,
+    "nested 500 deep (parses)": "[" * 500 + "]" * 500,
+    "NaN before deep nesting": "[NaN," + "[" * 900 + "]" * 900 + "]",
+    "huge JSON": "[" + ",".join(['"' + "x" * 1000 + '"'] * 1500) + "]",
+    "invalid JSON": '{"a": [1, 2,',
+    "invalid UTF-8": b'{"a": "\xff\xfe"}',
+    "NUL": '{"a": "\x00"}',
+    "bidi controls": '{"user": "admin\u202e\u2066txt.exe\u2069"}',
+}
+
+
+@pytest.mark.parametrize("payload", HOSTILE_PAYLOADS.values(), ids=HOSTILE_PAYLOADS.keys())
+def test_every_page_renders_a_hostile_payload(app, client, auth, payload):
+    """Any payload renders on every page that shows it: highlighting failures fall back to escaped text."""
+    user_id = create_user(app, "alice")
+    # Stored as the subscriber stores it (text a database cannot hold is kept as bytes).
+    insert_rows(app, [item_row(user_id, payload, {"k": "v"})])
+    with app.app_context():
+        item_id = db.session.scalar(sa.select(UserItem.id))
+    auth.login()
+    for path in ("/user/alice", "/useritems?after=0", "/useritems?before=999999999", "/explore",
+                 "/explore?q=a", "/explore/items?after=0", f"/useritems/{item_id}",
+                 f"/useritems/{item_id}/data", "/explore/export.jsonl", "/explore/export.csv"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+            response.get_data()
+    # The list still holds the message (the live poll moves past it).
+    assert client.get("/useritems?after=0").get_json()["ids"] == [item_id]
+
+
+def test_attributes_holding_nul_and_bidi_controls_render_filter_and_chart(app, client, auth):
+    """jsonb cannot hold \\u0000: pages, filters and the activity breakdown must not depend on it."""
+    user_id = create_user(app, "alice")
+    odd = store_item(app, user_id, "odd", {"k": "a\x00b", "nul\x00key": "v", "bidi": "\u202eevil"})
+    plain = store_item(app, user_id, "plain", {"k": "plain"})
+    auth.login()
+    for path in ("/user/alice", "/useritems?after=0", f"/useritems/{odd}", "/explore", "/explore/export.jsonl",
+                 "/activity?attribute=k", "/activity?attribute=bidi", "/activity?attribute=nul%20key"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+            response.get_data()
+    assert client.get("/explore/items", query_string={"attr": "k=plain", "after": 0}).get_json()["ids"] == [plain]
+    assert client.get("/explore/items", query_string={"attr": "bidi=\u202eevil", "after": 0}).get_json()["ids"] == [odd]
+    assert "plain" in client.get("/activity?attribute=k").get_data(as_text=True)

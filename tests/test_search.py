@@ -140,3 +140,24 @@ def test_filter_lives_in_the_url_and_bad_values_are_explained(searchable, client
     bad = client.get("/explore/items", query_string={"from": "yesterday"})
     assert bad.status_code == 400 and "from must be a date" in bad.get_json()["error"]
     assert client.get("/explore", query_string={"attr": "no-equals-sign"}).status_code == 400
+
+
+def test_attribute_filters_compare_whole_keys_and_values(app, client, auth):
+    """A key or value that holds the text of another pair does not match it (no substring search)."""
+    alice = create_user(app, "alice")
+    real = store_item(app, alice, "real", attributes={"status": "SUCCESS"})
+    key_imitation = store_item(app, alice, "key", attributes={'zz"status': "SUCCESS"})
+    value_imitation = store_item(app, alice, "value", attributes={"note": 'x", "status": "SUCCESS'})
+    longer_value = store_item(app, alice, "longer", attributes={"status": "SUCCESS!"})
+    longer_key = store_item(app, alice, "longer key", attributes={"xstatus": "SUCCESS"})
+    auth.login("alice")
+
+    def matching(*pairs: str) -> list[int]:
+        return client.get("/explore/items", query_string={"attr": list(pairs), "after": 0}).get_json()["ids"]
+
+    assert matching("status=SUCCESS") == [real]
+    assert matching('zz"status=SUCCESS') == [key_imitation]
+    assert matching('note=x", "status": "SUCCESS') == [value_imitation]
+    assert matching("status=SUCCESS!") == [longer_value]
+    assert matching("xstatus=SUCCESS") == [longer_key]
+    assert matching("status=") == []

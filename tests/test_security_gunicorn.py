@@ -144,7 +144,8 @@ def test_sign_in_keeps_working_and_limiting_when_redis_is_down(app, gunicorn_fac
     """Fail soft: with Redis unreachable, each worker counts in memory and says so in the log."""
     create_user(app, "alice")
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    server = gunicorn_factory(workers=1, REDIS_URL=dead_redis)
+    # As behind Heroku's router, whose X-Forwarded-For gives each client its own address.
+    server = gunicorn_factory(workers=1, REDIS_URL=dead_redis, TRUSTED_PROXIES=1)
     session = browser_session()
     statuses = [sign_in(session, server, f"nobody-{attempt}", "wrong-password").status_code for attempt in range(11)]
     assert statuses == [401] * 10 + [429]
@@ -191,7 +192,8 @@ def test_full_journey_leaves_no_password_or_private_key_in_the_logs(app, gunicor
 
     failures = wait_until(failure_notification, 60, message="the task to fail on the unusable key")
     session.post(server.url + "/polling_pubsub", headers=headers, json={"action": "stop"})
-    session.get(server.url + "/logout")
+    session.post(server.url + "/logout", data={"csrf_token": csrf_token(session, server.url + "/user/alice")},
+                 timeout=REQUEST_TIMEOUT)
     assert sign_in(session, server, "alice", new_password).status_code == 302
     server.stop()
     worker.stop()

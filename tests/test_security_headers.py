@@ -131,7 +131,7 @@ def test_every_page_and_endpoint_sends_the_security_headers(app, client, auth):
         assert_security_headers(response, path, page_type)
         seen.append(path)
     assert {"/index", "/user/alice", f"/useritems/{item_id}", "/useritems", "/notifications"} <= set(seen)
-    assert_security_headers(client.get("/logout"), "/logout")
+    assert_security_headers(auth.logout(), "/logout")
 
 
 def test_every_html_page_has_no_inline_script_or_style(app, client, auth):
@@ -183,3 +183,14 @@ def test_hsts_only_over_https(app, client):
     assert int(over_https.headers["Strict-Transport-Security"].split("=")[1].split(";")[0]) >= 15552000
     assert "Strict-Transport-Security" not in client.get("/index").headers
     assert "Strict-Transport-Security" not in client.get("/index", headers={"X-Forwarded-Proto": "http"}).headers
+
+
+def test_message_pages_and_downloads_are_never_cached(app, client, auth):
+    """Pages and downloads that hold message data send Cache-Control: no-store (issue 14, finding 12)."""
+    item_id = signed_in_with_data(app, client, auth)
+    for path in ("/user/alice", "/useritems?after=0", "/useritems?before=99", f"/useritems/{item_id}",
+                 f"/useritems/{item_id}/data", "/explore", "/explore/items?after=0",
+                 "/explore/export.jsonl", "/explore/export.csv"):
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+            assert response.headers.get("Cache-Control") == "no-store", path

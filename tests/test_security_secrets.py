@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.security import REDACTED, redact_secrets
+from app.security import REDACTED, REDACTION_MAX_CHARS, redact_secrets
 from config import DEV_SECRET_KEY
 from helpers.services import free_port
 from tests.conftest import ROOT, create_user, make_config
@@ -150,6 +150,61 @@ def test_ordinary_log_lines_are_left_alone():
     for line in ["Password changed.", "Failed sign-in for user alice from 10.0.0.1",
                  "User alice started polling monitor-sub (task abc)", "Stored 1000 messages in 0.2 s"]:
         assert redact_secrets(line) == line
+
+
+# Each line with what the regular expressions before issue 14 made of it; the linear-time
+# patterns must give the same.
+REDACTED_AS_BEFORE = [
+    ("query password=pw-in-query&user=alice", "query password=[REDACTED]&user=alice"),
+    ('json {"password": "pw-in-json", "confirm_password": "pw-confirm"}',
+     'json {"password": "[REDACTED]", "confirm_password": "[REDACTED]"}'),
+    ("form [('current_password', 'old-pass-123'), ('new_password', 'new-pass-456')]",
+     "form [('current_password', '[REDACTED]'), ('new_password', '[REDACTED]')]"),
+    ("connecting to postgresql://pubsub:db-pass-789@db.example:5432/app",
+     "connecting to postgresql://pubsub:[REDACTED]@db.example:5432/app"),
+    ("redis rediss://:redis-pass-000@redis.example:6379", "redis rediss://:[REDACTED]@redis.example:6379"),
+    ("Authorization: Bearer abc.def.ghi and more", "Authorization: Bearer [REDACTED] and more"),
+    ("authorization = basic dXNlcjpwYXNz", "authorization = basic [REDACTED]"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIabc\n-----END RSA PRIVATE KEY----- tail", "[REDACTED PRIVATE KEY] tail"),
+    ("-----BEGIN PRIVATE KEY-----\\nMIIabc\\n cut off", "[REDACTED PRIVATE KEY]"),
+    ('access_token=abc123 token_uri=https://oauth2.googleapis.com/token id_token: "x y"',
+     'access_token=[REDACTED] token_uri=https://oauth2.googleapis.com/token id_token: "[REDACTED]"'),
+    ("API_KEY='k e y' apikey=not-secret client_secret: s3cr3t;next",
+     "API_KEY='[REDACTED]' apikey=not-secret client_secret: [REDACTED];next"),
+    ('note="password=abc" user=password=x', 'note="password=[REDACTED]" user=password=[REDACTED]'),
+    ('127.0.0.1 - - [01/Dec/2026] "GET /useritems?after=5&password=zzz HTTP/1.1" 200 12 '
+     '"https://x.example/?token=abc" "Mozilla password"',
+     '127.0.0.1 - - [01/Dec/2026] "GET /useritems?after=5&password=[REDACTED] HTTP/1.1" 200 12 '
+     '"https://x.example/?token=[REDACTED]" "Mozilla password"'),
+    ("secret:[1,2] passwd = (abc) mytoken:{x}", "secret:[REDACTED],2] passwd = [REDACTED]) mytoken:[REDACTED]}"),
+    ("('password', \"dq\\\"x\")", "('password', \"[REDACTED]\")"),
+]
+
+
+@pytest.mark.parametrize(("line", "redacted"), REDACTED_AS_BEFORE)
+def test_redaction_still_blanks_what_it_blanked_before(line, redacted):
+    assert redact_secrets(line) == redacted
+
+
+def test_a_password_whose_closing_quote_is_cut_off_is_still_redacted():
+    assert redact_secrets('login password="hunter2-secret') == 'login password="[REDACTED]'
+
+
+def test_a_long_log_message_loses_its_middle_before_redaction():
+    """Redaction works on bounded input: the start and end of a huge message are kept, with the cut said."""
+    text = "start password=first-secret " + "password" * 100_000 + " end token=last-secret"
+    redacted = redact_secrets(text)
+    assert len(redacted) < REDACTION_MAX_CHARS + 100
+    assert redacted.startswith("start password=[REDACTED] ")
+    assert redacted.endswith(" end token=[REDACTED]")
+    assert "characters not logged" in redacted
+
+
+def test_a_known_secret_across_the_cut_is_still_redacted(app_with_credentials):
+    secret = "a-real-looking-secret-key-5b1e9d"
+    middle = REDACTION_MAX_CHARS // 2 - len(secret) // 2
+    redacted = redact_secrets("x" * middle + secret + "y" * REDACTION_MAX_CHARS)
+    assert secret[:8] not in redacted and secret[-8:] not in redacted
 
 
 def test_failed_sign_in_logs_no_unknown_username(app, client, caplog):

@@ -2,8 +2,10 @@
 
 from http.cookies import SimpleCookie
 
+import pytest
+
 from app.security import SIGN_IN_LIMIT_MESSAGE
-from tests.conftest import TEST_PASSWORD, create_user, csrf_token_from
+from tests.conftest import TEST_PASSWORD, AuthActions, create_user, csrf_token_from
 
 # As Heroku's router forwards a browser's HTTPS request. Over HTTPS Flask-WTF also wants a
 # same-origin Referer, which browsers send under the app's Referrer-Policy.
@@ -38,23 +40,44 @@ def test_eleventh_failed_sign_in_from_one_address_gets_429(app, client):
     assert sign_in(app.test_client(), "alice", TEST_PASSWORD, address="10.0.0.99").status_code == 302
 
 
-def test_sixth_failed_sign_in_for_one_username_gets_429_from_any_address(app, client):
+def test_sixth_failed_sign_in_for_one_username_from_one_address_gets_429(app, client):
     create_user(app, "alice")
     create_user(app, "bob")
+    for _attempt in range(5):
+        assert sign_in(client, "alice", "wrong-password", address="10.0.1.1").status_code == 401
+    assert sign_in(client, "alice", "wrong-password", address="10.0.1.1").status_code == 429
+    # That pair is limited, even with the right password ...
+    assert sign_in(app.test_client(), "Alice ", TEST_PASSWORD, address="10.0.1.1").status_code == 429
+    # ... while other users sign in from that address as usual.
+    assert sign_in(client, "bob", TEST_PASSWORD, address="10.0.1.1").status_code == 302
+
+
+def test_failures_from_other_addresses_slow_a_username_down_but_never_lock_it_out(app, client, monkeypatch):
+    """Issue 14: 5 failures from 5 addresses locked the admin out. Now they only slow attempts down."""
+    from app import security
+
+    waits: list[float] = []
+    monkeypatch.setattr(security, "_sleep", waits.append)
+    create_user(app, "alice")
     for attempt in range(5):
         assert sign_in(client, "alice", "wrong-password", address=f"10.0.1.{attempt}").status_code == 401
-    assert sign_in(client, "alice", "wrong-password", address="10.0.1.5").status_code == 429
-    # The username is locked, whatever the address and even with the right password ...
-    assert sign_in(app.test_client(), "Alice ", TEST_PASSWORD, address="10.0.1.6").status_code == 429
-    # ... while other users sign in as usual.
-    assert sign_in(client, "bob", TEST_PASSWORD, address="10.0.1.7").status_code == 302
+    assert waits == []
+    for attempt in range(5, 9):
+        assert sign_in(client, "alice", "wrong-password", address=f"10.0.1.{attempt}").status_code == 401
+    # Each failure past the fifth doubles the wait, up to the maximum.
+    assert waits == [0.25, 0.5, 1.0, 2.0]
+    assert sign_in(app.test_client(), "alice", TEST_PASSWORD, address="10.0.2.1").status_code == 302
+    assert waits[-1] == 2.0 and len(waits) == 5
+    # Another username is not slowed.
+    assert sign_in(app.test_client(), "bob", "wrong-password", address="10.0.2.2").status_code == 401
+    assert len(waits) == 5
 
 
 def test_successful_sign_ins_are_not_counted(app, client):
     create_user(app, "alice")
     for _ in range(12):
         assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302
-        client.get("/logout")
+        AuthActions(client).logout()
 
 
 def test_sign_in_form_stays_reachable_while_limited(app, client):
@@ -123,7 +146,8 @@ def test_cookies_are_httponly_lax_but_not_secure_over_plain_http(app, client):
 def test_sign_out_over_https_clears_cookies_with_secure_flag(app, client):
     create_user(app, "alice")
     sign_in(client, "alice", TEST_PASSWORD, headers=HTTPS, remember_me="y")
-    response = client.get("/logout", headers=HTTPS)
+    response = AuthActions(client).logout(headers=HTTPS)
+    assert response.status_code == 302
     cookies = set_cookies(response)
     assert cookies["remember_token"]["secure"] is True
 
@@ -193,7 +217,7 @@ def test_oversized_request_bodies_are_refused(app, client, auth):
                            data={"current_password": TEST_PASSWORD, "new_password": huge, "confirm_password": huge})
     assert response.status_code == 413
     assert response.get_json()["status"] == "error"
-    client.get("/logout")
+    AuthActions(client).logout()
     assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302  # the password did not change
 
 
@@ -216,7 +240,7 @@ def test_sixth_wrong_current_password_in_a_minute_gets_429(app, client, auth):
     refused = change_password(client, token, TEST_PASSWORD)
     assert refused.status_code == 429
     assert refused.get_json()["error"] == WRONG_PASSWORD_LIMIT_MESSAGE
-    client.get("/logout")
+    AuthActions(client).logout()
     assert sign_in(client, "alice", TEST_PASSWORD).status_code == 302  # unchanged
 
 
@@ -241,3 +265,80 @@ def test_limiter_accepts_heroku_redis_self_signed_tls(app):
     assert connection_kwargs["ssl_cert_reqs"] is None
     assert connection_kwargs["socket_timeout"] <= 5
     assert "ssl_cert_reqs" not in _limiter_storage_options("redis://127.0.0.1:6379/0")
+
+
+# --- proxies and HTTPS ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def direct_app(database_url, redis_server):
+    """The app as gunicorn serves it with no proxy in front (TRUSTED_PROXIES=0, the default off Heroku)."""
+    from app import create_app
+    from app.extensions import db
+    from tests.conftest import drop_schema, make_config
+
+    app = create_app(make_config(database_url, redis_server.url, TRUSTED_PROXIES=0))
+    drop_schema(app)
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+    app.redis.close()
+
+
+def test_without_a_trusted_proxy_forwarded_headers_are_ignored(direct_app):
+    """Issue 14: X-Forwarded-For was believed from anyone, which defeated the per-address limit."""
+    create_user(direct_app, "alice")
+    client = direct_app.test_client()
+    for attempt in range(10):
+        forged = {"X-Forwarded-For": f"10.7.0.{attempt}", "X-Forwarded-Proto": "https"}
+        assert sign_in(client, f"nobody-{attempt}", "wrong-password", headers=forged).status_code == 401
+    # All ten came from the one real address.
+    assert sign_in(client, "nobody-10", "wrong-password", headers={"X-Forwarded-For": "10.7.1.1"}).status_code == 429
+    # Nor does a forged X-Forwarded-Proto make the request HTTPS.
+    response = client.get("/index", headers={"X-Forwarded-Proto": "https"})
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def config_in_environment(**env) -> dict:
+    """TRUSTED_PROXIES, HTTPS_REDIRECT and gunicorn's forwarded_allow_ips as a fresh process sees them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    clean = {key: value for key, value in os.environ.items()
+             if key not in {"DYNO", "TRUSTED_PROXIES", "HTTPS_REDIRECT"}}
+    script = ("import json, runpy; from config import Config; "
+              "conf = runpy.run_path('gunicorn.conf.py'); "
+              "print(json.dumps([Config.TRUSTED_PROXIES, Config.HTTPS_REDIRECT, conf['forwarded_allow_ips']]))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**clean, **env},
+                            capture_output=True, text=True, timeout=60, check=True)
+    trusted, redirect, allowed = json.loads(result.stdout)
+    return {"TRUSTED_PROXIES": trusted, "HTTPS_REDIRECT": redirect, "forwarded_allow_ips": allowed}
+
+
+def test_proxies_are_trusted_on_heroku_only_unless_configured():
+    assert config_in_environment() == {"TRUSTED_PROXIES": 0, "HTTPS_REDIRECT": False, "forwarded_allow_ips": ""}
+    assert config_in_environment(DYNO="web.1") == {"TRUSTED_PROXIES": 1, "HTTPS_REDIRECT": True,
+                                                   "forwarded_allow_ips": "*"}
+    assert config_in_environment(TRUSTED_PROXIES="2")["TRUSTED_PROXIES"] == 2
+    assert config_in_environment(DYNO="web.1", TRUSTED_PROXIES="0")["forwarded_allow_ips"] == ""
+
+
+def test_production_redirects_plain_http_to_https_except_the_health_check(app, client):
+    create_user(app, "alice")
+    app.config["HTTPS_REDIRECT"] = True
+    response = client.get("/user/alice?x=1")
+    assert response.status_code == 301
+    assert response.headers["Location"] == "https://localhost/user/alice?x=1"
+    posted = client.post("/index", data={"username": "alice"})
+    assert posted.status_code == 308 and posted.headers["Location"] == "https://localhost/index"
+    assert client.get("/healthz").status_code != 301
+    # Over HTTPS (as Heroku's router forwards it) the page is served.
+    assert client.get("/index", headers=HTTPS).status_code == 200

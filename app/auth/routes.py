@@ -18,10 +18,12 @@ from app.security import (
     is_failed_sign_in,
     is_wrong_current_password,
     log_rate_limit,
+    record_failed_sign_in,
     sign_in_limit_per_address,
-    sign_in_limit_per_username,
+    sign_in_limit_per_username_and_address,
     signed_in_user_key,
-    username_key,
+    slow_down_sign_in,
+    username_and_address_key,
 )
 
 # Checked when the username is unknown, so that a wrong username takes as long as a
@@ -73,17 +75,19 @@ _sign_in_limit_options = {
 @bp.route("/", methods=["GET", "POST"])
 @bp.route("/index", methods=["GET", "POST"])
 @limiter.limit(sign_in_limit_per_address, key_func=client_address_key, **_sign_in_limit_options)
-@limiter.limit(sign_in_limit_per_username, key_func=username_key, **_sign_in_limit_options)
+@limiter.limit(sign_in_limit_per_username_and_address, key_func=username_and_address_key, **_sign_in_limit_options)
 def index():
     """Sign-in form; signed-in users go straight to their page."""
     if current_user.is_authenticated:
         return redirect(url_for("main.user", username=current_user.username))
     form = LoginForm()
     if form.validate_on_submit():
+        slow_down_sign_in(form.username.data)
         user = db.session.scalar(sa.select(User).where(User.username == form.username.data))
         if user is None:
             check_password_hash(_UNKNOWN_USER_HASH, form.password.data)
         if user is None or not user.check_password(form.password.data):
+            record_failed_sign_in(form.username.data)
             # An unknown username is not logged: it is often a password typed in the wrong box.
             current_app.logger.info(
                 "Failed sign-in for %s from %s",
@@ -98,9 +102,14 @@ def index():
     return render_template("auth/index.html", form=form)
 
 
-@bp.route("/logout")
+@bp.route("/logout", methods=["POST"])
 def logout():
-    """Sign out."""
+    """Sign out (POST with a CSRF token): every session and remember-me cookie of the user ends."""
+    if current_user.is_authenticated:
+        user = current_user._get_current_object()
+        user.end_sessions()
+        db.session.commit()
+        current_app.logger.info("User %s signed out", user.username)
     logout_user()
     return redirect(url_for("auth.index"))
 

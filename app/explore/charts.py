@@ -28,7 +28,9 @@ def attribute_expression(dialect: str, key: str):
     if dialect == "sqlite":
         # A JSON path with the key quoted; keys holding a double quote are refused by the view.
         return sa.func.json_extract(UserItem.attributes_json, f'$."{key}"')
-    return sa.cast(UserItem.attributes_json, postgresql.JSONB).op("->>")(sa.bindparam("attribute_key", key))
+    # jsonb refuses \u0000 (a NUL in an attribute); such a character is shown as U+FFFD instead.
+    attributes = sa.func.replace(UserItem.attributes_json, "\\u0000", "\\ufffd")
+    return sa.cast(attributes, postgresql.JSONB).op("->>")(sa.bindparam("attribute_key", key))
 
 
 @dataclass

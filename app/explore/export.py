@@ -1,8 +1,9 @@
 """Streaming exports of a user's messages: JSON Lines (replayable) and CSV.
 
-Rows come from the database in chunks through a server-side cursor (PostgreSQL) or SQLite's
-own stepping cursor, as plain tuples (no ORM identity map), so memory stays flat however many
-rows there are.
+Memory is bounded by bytes, not rows: a message may be 10 MB. Rows come from the database
+in keyset batches of about FLUSH_BYTES of data (the ids and sizes are read first, a small
+page at a time), as plain tuples (no ORM identity map), and the output is flushed to the
+client whenever about FLUSH_BYTES of it are waiting.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ import sqlalchemy as sa
 
 from app.models import UserItem, as_utc
 
-CHUNK_ROWS = 1000
+# About this much data is fetched from the database, and this much output buffered, at a time.
+FLUSH_BYTES = 1024 * 1024
+# Ids (and sizes) are read this many at a time to plan the batches.
+ID_PAGE_ROWS = 1000
+# A cell starting with one of these is a formula to a spreadsheet (OWASP: CSV injection).
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 EXPORT_COLUMNS = (
     UserItem.id,
@@ -51,22 +57,48 @@ def encoded_data(data_text: str | None, data_bytes: bytes | None) -> tuple[str, 
 
 
 def decoded_data(record: dict) -> bytes:
-    """The exact bytes of an exported message (the inverse of encoded_data)."""
+    """The exact bytes of an exported message (the inverse of encoded_data).
+
+    A CSV cell of base64 may carry the formula-guard quote (csv_cell); base64 never holds one.
+    """
     if record.get("data_encoding") == "base64":
-        return base64.b64decode(record["data"])
+        return base64.b64decode(record["data"].removeprefix("'"))
     return record["data"].encode("utf-8")
 
 
+def csv_cell(value):
+    """The value, with a ' in front when a spreadsheet would read it as a formula."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def export_rows(connection: sa.Connection, query: sa.Select) -> Iterator[sa.Row]:
-    result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(query)
-    try:
-        yield from result
-    finally:
-        result.close()
+    """The rows of `query` (a select of EXPORT_COLUMNS, unordered) in id order, about
+    FLUSH_BYTES of data per database round trip, whatever the size of each message."""
+    plan = query.with_only_columns(UserItem.id, UserItem.size).order_by(UserItem.id.asc())
+    last_id = None
+    while True:
+        page = plan if last_id is None else plan.where(UserItem.id > last_id)
+        keys = connection.execute(page.limit(ID_PAGE_ROWS)).all()
+        if not keys:
+            return
+        first_id, batch_size = keys[0].id, 0
+        for index, key in enumerate(keys):
+            batch_size += key.size or 0
+            if batch_size >= FLUSH_BYTES or index == len(keys) - 1:
+                # The same filter over the id range gives exactly these rows.
+                yield from connection.execute(
+                    query.where(UserItem.id >= first_id, UserItem.id <= key.id).order_by(UserItem.id.asc())
+                )
+                if index + 1 < len(keys):
+                    first_id, batch_size = keys[index + 1].id, 0
+        last_id = keys[-1].id
 
 
 def jsonl_chunks(rows: Iterator[sa.Row]) -> Iterator[str]:
     lines: list[str] = []
+    buffered = 0
     for row in rows:
         data, encoding = encoded_data(row.data_text, row.data_bytes)
         lines.append(json.dumps({
@@ -82,9 +114,10 @@ def jsonl_chunks(rows: Iterator[sa.Row]) -> Iterator[str]:
             "data": data,
             "data_encoding": encoding,
         }, ensure_ascii=False) + "\n")
-        if len(lines) >= CHUNK_ROWS:
+        buffered += len(lines[-1])
+        if buffered >= FLUSH_BYTES:
             yield "".join(lines)
-            lines = []
+            lines, buffered = [], 0
     if lines:
         yield "".join(lines)
 
@@ -93,14 +126,12 @@ def csv_chunks(rows: Iterator[sa.Row]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
-    count = 0
     for row in rows:
         data, encoding = encoded_data(row.data_text, row.data_bytes)
-        writer.writerow([row.id, row.message_id, row.subscription, _iso(row.publish_time) or "",
-                         _iso(row.received_at) or "", row.ordering_key or "", row.delivery_attempt or "",
-                         row.size, row.attributes_json, data, encoding])
-        count += 1
-        if count % CHUNK_ROWS == 0:
+        writer.writerow([csv_cell(cell) for cell in (
+            row.id, row.message_id, row.subscription, _iso(row.publish_time) or "", _iso(row.received_at) or "",
+            row.ordering_key or "", row.delivery_attempt or "", row.size, row.attributes_json, data, encoding)])
+        if buffer.tell() >= FLUSH_BYTES:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

@@ -2,6 +2,7 @@
 
 The filter lives in the URL (q, attr, from, to, sub). Every value reaches SQL as a bound
 parameter; LIKE wildcards in the text are escaped, so input only ever matches literally.
+Attribute pairs are compared whole, key and value, through the database's JSON functions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from werkzeug.datastructures import MultiDict
 
 from app.models import UserItem
@@ -40,9 +42,19 @@ def attribute_needle(key: str, value: str) -> str:
     return json.dumps(key) + ": " + json.dumps(value)
 
 
-def position_function(dialect: str):
-    """Plain substring position, case-sensitive and without wildcards: instr on SQLite, strpos on PostgreSQL."""
-    return sa.func.instr if dialect == "sqlite" else sa.func.strpos
+def attribute_equals(dialect: str, key: str, value: str) -> sa.ColumnElement[bool]:
+    """True where the message has the attribute `key` with exactly `value` (both bound parameters)."""
+    if dialect == "sqlite":
+        attribute = sa.func.json_each(UserItem.attributes_json).table_valued("key", "value").alias("attribute")
+        return sa.exists().where(attribute.c.key == key, attribute.c.value == value)
+    exact = sa.cast(UserItem.attributes_json, postgresql.JSONB).op("->>")(sa.bindparam(None, key)) == value
+    # jsonb cannot hold NUL (its text form is \u0000): such rows fall back to the exact text of
+    # the pair, which a key or value holding it can only imitate within that one message.
+    return sa.case(
+        (sa.func.strpos(UserItem.attributes_json, "\\u0000") > 0,
+         sa.func.strpos(UserItem.attributes_json, attribute_needle(key, value)) > 0),
+        else_=exact,
+    )
 
 
 @dataclass
@@ -95,9 +107,8 @@ class ItemFilter:
         if self.text:
             # Case-insensitive; %, _ and the escape character in the input match themselves.
             query = query.where(UserItem.data_text.icontains(self.text, autoescape=True))
-        position = position_function(dialect)
         for key, value in self.attributes:
-            query = query.where(position(UserItem.attributes_json, attribute_needle(key, value)) > 0)
+            query = query.where(attribute_equals(dialect, key, value))
         if self.published_from is not None:
             query = query.where(UserItem.publish_time >= self.published_from)
         if self.published_to is not None:

@@ -32,9 +32,10 @@ from app.explore.charts import (
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
 from app.explore.filters import FilterError, ItemFilter
 from app.extensions import db
-from app.items import keyset_page, list_items, render_item_row
+from app.items import id_argument, keyset_page, list_items, render_item_row
 from app.models import UserItem
 from app.names import lenient_canonical
+from app.security import no_store
 
 
 @bp.app_template_filter("b64encode")
@@ -58,6 +59,7 @@ def filtered_items(item_filter: ItemFilter) -> sa.Select:
 
 @bp.route("/explore")
 @login_required
+@no_store
 def explore():
     """Search the user's messages; the filter is in the URL and the list updates live."""
     try:
@@ -65,7 +67,7 @@ def explore():
     except FilterError as error:
         return error_response(400, str(error))
     per_page = current_app.config["ITEMS_PER_PAGE"]
-    before = request.args.get("before", type=int)
+    before = id_argument("before")
     query = filtered_items(item_filter)
     if before is not None:
         query = query.where(UserItem.id < before)
@@ -88,6 +90,7 @@ def explore():
 
 @bp.route("/explore/items")
 @login_required
+@no_store
 def explore_items():
     """Filtered items newer than `after` (oldest first) or older than `before` (newest first), as JSON."""
     try:
@@ -103,9 +106,7 @@ def _export(kind: str):
         item_filter = ItemFilter.from_args(request.args, current_app.config["GCP_PROJECT_ID"])
     except FilterError as error:
         return error_response(400, str(error))
-    query = item_filter.apply(
-        sa.select(*EXPORT_COLUMNS).where(UserItem.user_id == current_user.id), dialect()
-    ).order_by(UserItem.id.asc())
+    query = item_filter.apply(sa.select(*EXPORT_COLUMNS).where(UserItem.user_id == current_user.id), dialect())
     chunks = jsonl_chunks if kind == "jsonl" else csv_chunks
     engine = db.engine
 
@@ -127,6 +128,7 @@ def _export(kind: str):
 
 @bp.route("/explore/export.jsonl")
 @login_required
+@no_store
 def export_jsonl():
     """The current filter's messages as JSON Lines, data and attributes exact (base64 for binary)."""
     return _export("jsonl")
@@ -134,6 +136,7 @@ def export_jsonl():
 
 @bp.route("/explore/export.csv")
 @login_required
+@no_store
 def export_csv():
     """The current filter's messages as CSV."""
     return _export("csv")

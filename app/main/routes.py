@@ -12,6 +12,7 @@ from app.items import keyset_page, list_items, render_item_row
 from app.main import bp
 from app.models import Notification, User, UserItem
 from app.rendering import render_attributes, render_data
+from app.security import no_store
 
 MAX_NOTIFICATIONS_PER_RESPONSE = 100
 ALL_SUBSCRIPTIONS = "all"
@@ -43,6 +44,7 @@ def narrowed(query: sa.Select, subscription: str) -> sa.Select:
 
 @bp.route("/user/<username>")
 @login_required
+@no_store
 def user(username):
     """A user's page for one subscription (or all): newest messages first, live updates, its polling state."""
     owner = visible_user(username)
@@ -73,6 +75,7 @@ def user(username):
 
 @bp.route("/useritems")
 @login_required
+@no_store
 def useritems():
     """Messages newer than `after` (oldest first) or older than `before` (newest first), as rendered rows;
     `subscription` narrows them to one (default: all)."""
@@ -83,6 +86,7 @@ def useritems():
 
 @bp.route("/useritems/<int:item_id>")
 @login_required
+@no_store
 def useritem(item_id):
     """One message in full."""
     item = readable_item(item_id)
@@ -94,6 +98,7 @@ def useritem(item_id):
 
 @bp.route("/useritems/<int:item_id>/data")
 @login_required
+@no_store
 def useritem_data(item_id):
     """A message's data byte for byte, as a download (never rendered by the browser)."""
     item = readable_item(item_id)
