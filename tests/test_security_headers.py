@@ -35,7 +35,7 @@ CONTENT_HEADERS = {
 # What each kind of page adds to SECURITY_HEADERS. A new header goes here, one deliberate line.
 PAGE_TYPE_HEADERS = {
     "page": {},
-    "message": {},  # pages that show a message's data
+    "message": {"Cache-Control": "no-store"},  # pages that show a message's data: never cached (issue 14)
     "export": {"Cache-Control": "no-store"},
     "static": {"Cache-Control": "no-cache"},  # Flask's send_file: revalidate with the ETag
     "rate limited": {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": ANY_VALUE},
