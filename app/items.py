@@ -83,7 +83,8 @@ def one_line_preview(text: str | None, raw: bytes | None) -> str:
 
 def shown_lines(data_html: str) -> int:
     """How many lines the rendered data takes (Pygments and the plain views end lines with newlines)."""
-    return data_html.rstrip("\n").count("\n") + 1
+    # Pygments ends the last line with a newline before </pre>; the plain views do not.
+    return data_html.replace("\n</pre>", "</pre>").rstrip("\n").count("\n") + 1
 
 
 def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: bytes | None) -> str:
