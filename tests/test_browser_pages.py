@@ -189,6 +189,16 @@ def test_pause_holds_new_messages_behind_a_badge_while_polling_goes_on(app, new_
     expect(page.locator(f"#item-{newest}")).to_be_visible()
     expect(badge).to_be_hidden()
 
+    # While the tab is hidden, its title counts what arrived; shown again, the count goes.
+    title = page.title()
+    page.evaluate("""() => { Object.defineProperty(document, "hidden", {value: true, configurable: true});
+                             document.dispatchEvent(new Event("visibilitychange")); }""")
+    store_items(app, alice, [{"data": {"while": "hidden"}} for _ in range(2)])
+    expect(page).to_have_title(f"(2) {title}", timeout=LIVE_UPDATE_MS)
+    page.evaluate("""() => { Object.defineProperty(document, "hidden", {value: false, configurable: true});
+                             document.dispatchEvent(new Event("visibilitychange")); }""")
+    expect(page).to_have_title(title)
+
 
 def background(page) -> tuple[int, ...]:
     color = page.evaluate("getComputedStyle(document.body).backgroundColor")
@@ -242,6 +252,7 @@ def test_detail_page_lists_every_attribute_with_copy_buttons_and_a_hex_view_that
         ascii_column = page.locator(".hex-ascii").first.bounding_box()
         assert ascii_column["x"] + ascii_column["width"] <= width, f"the ASCII column leaves a {width}px screen"
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shoot(page, f"detail-hex-{width}.png")
 
 
 def shoot(page, name: str) -> None:
