@@ -252,13 +252,14 @@ def test_detail_page_lists_every_attribute_with_copy_buttons_and_a_hex_view_that
         ascii_column = page.locator(".hex-ascii").first.bounding_box()
         assert ascii_column["x"] + ascii_column["width"] <= width, f"the ASCII column leaves a {width}px screen"
         assert page.evaluate("document.documentElement.scrollWidth") <= width
-        shoot(page, f"detail-hex-{width}.png")
+        page.locator("#item-data").scroll_into_view_if_needed()
+        shoot(page, f"detail-hex-{width}.png", full_page=False)
 
 
-def shoot(page, name: str) -> None:
+def shoot(page, name: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.wait_for_timeout(200)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
