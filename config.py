@@ -50,6 +50,8 @@ class Config:
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
 
     PYGMENTS_STYLE = os.environ.get("PYGMENTS_STYLE") or "friendly"
+    # The highlight style under the dark colour mode ([data-bs-theme=dark]).
+    PYGMENTS_DARK_STYLE = os.environ.get("PYGMENTS_DARK_STYLE") or "github-dark"
     ITEMS_PER_PAGE = 50
     # A user's notifications older than this are pruned whenever they get a new one.
     NOTIFICATION_RETENTION_SECONDS = int(os.environ.get("NOTIFICATION_RETENTION_SECONDS") or 3600)

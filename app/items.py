@@ -15,12 +15,17 @@ from flask import current_app, jsonify, request, url_for
 
 from app.extensions import db
 from app.models import UserItem
-from app.rendering import render_attributes, render_data, with_previews
+from app.rendering import render_data, with_previews
 
 # Each poll answers with at most this many new messages; a burst is caught up over several polls.
 MAX_ITEMS_PER_RESPONSE = 100
 # Ids are 64-bit in the databases; a cursor beyond that range means "beyond every id".
 MAX_ID = 2**63 - 1
+# A collapsed row shows this many attributes as badges (then "+N"), and this much of the data.
+BADGE_ATTRIBUTES = 3
+PREVIEW_CHARACTERS = 240
+# An expanded row shows this many lines of data, then "N more lines — show all".
+EXPANDED_LINES = 40
 
 
 class RenderedRows:
@@ -71,6 +76,19 @@ def rendered_rows() -> RenderedRows:
     return cache
 
 
+def one_line_preview(text: str | None, raw: bytes | None) -> str:
+    """The start of the data on one line: text with its whitespace folded, or bytes in hex."""
+    if raw is not None:
+        return bytes(raw[:PREVIEW_CHARACTERS // 3]).hex(" ")
+    return " ".join((text or "")[: PREVIEW_CHARACTERS * 2].split())[:PREVIEW_CHARACTERS]
+
+
+def shown_lines(data_html: str) -> int:
+    """How many lines the rendered data takes (Pygments and the plain views end lines with newlines)."""
+    # Pygments ends the last line with a newline before </pre>; the plain views do not.
+    return data_html.replace("\n</pre>", "</pre>").rstrip("\n").count("\n") + 1
+
+
 def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: bytes | None) -> str:
     """The item's row in the list (_useritem.html); the same for every viewer."""
     key = (item.id, item.user_id, item.subscription, item.message_id, item.publish_time)
@@ -78,10 +96,14 @@ def render_item_row(item: UserItem, text_preview: str | None, bytes_preview: byt
     row = cache.get(key)
     if row is None:
         data = render_data(item, previewed=True, text=text_preview, raw=bytes_preview)
+        attributes = sorted(item.attributes.items())
+        lines = shown_lines(data.html)
         # The row needs no context processors: the template is rendered directly, which costs
         # half as much as render_template on a path that renders up to 100 rows per request.
         row = current_app.jinja_env.get_template("main/_useritem.html").render(
-            item=item, data=data, attributes=render_attributes(item),
+            item=item, data=data, attributes=attributes, badges=attributes[:BADGE_ATTRIBUTES],
+            preview=one_line_preview(text_preview, bytes_preview),
+            hidden_lines=lines - EXPANDED_LINES if lines > EXPANDED_LINES else 0,
             detail_url=url_for("main.useritem", item_id=item.id),
         )
         cache.put(key, row)

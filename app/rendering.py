@@ -46,14 +46,21 @@ def highlight_json(value, sort_keys: bool = False) -> Markup:
     return Markup(html)
 
 
-def hex_view(data: bytes) -> str:
-    lines = []
+# Printable ASCII stands for itself in the hex view's text column; every other byte is a dot.
+_ASCII_COLUMN = bytes(byte if 32 <= byte < 127 else ord(".") for byte in range(256))
+
+
+def hex_view(data: bytes) -> Markup:
+    """Rows of 16 bytes: offset, hex and ASCII, each in its own span so narrow screens can stack them."""
+    text = bytes(data).translate(_ASCII_COLUMN).decode("ascii")
+    rows = []
     for offset in range(0, len(data), 16):
-        chunk = data[offset : offset + 16]
-        hex_part = " ".join(f"{byte:02x}" for byte in chunk)
-        text_part = "".join(chr(byte) if 32 <= byte < 127 else "." for byte in chunk)
-        lines.append(f"{offset:08x}  {hex_part:<47}  {text_part}")
-    return "\n".join(lines)
+        # Only the ASCII column can hold <, > or &; the others are hex digits and spaces.
+        ascii_part = text[offset : offset + 16].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f'<span class="hex-row"><span class="hex-pos">{offset:08x}</span>  '
+                    f'<span class="hex-bytes">{data[offset : offset + 16].hex(" "):<47}</span>  '
+                    f'<span class="hex-ascii">{ascii_part}</span></span>')
+    return Markup("\n".join(rows))
 
 
 def preview_columns() -> tuple:
@@ -80,8 +87,8 @@ def looks_like_json(item, text: str) -> bool:
 
 
 def render_data(item, limit: int | None = LIST_PREVIEW_BYTES, *, previewed: bool = False,
-                text: str | None = None, raw: bytes | None = None) -> RenderedData:
-    """Render an item's data, cut to `limit` bytes when a limit is given.
+                text: str | None = None, raw: bytes | None = None, hex_limit: int = HEX_PREVIEW_BYTES) -> RenderedData:
+    """Render an item's data, cut to `limit` bytes when a limit is given (binary data to `hex_limit`).
 
     With previewed=True, `text` and `raw` are the starts of the data from preview_columns()
     and the item's own data columns are not touched.
@@ -91,7 +98,7 @@ def render_data(item, limit: int | None = LIST_PREVIEW_BYTES, *, previewed: bool
     size = item.size
     if raw is not None:
         raw = bytes(raw)
-        shown_limit = None if limit is None else min(limit, HEX_PREVIEW_BYTES)
+        shown_limit = None if limit is None else min(limit, hex_limit)
         cut = shown_limit is not None and len(raw) > shown_limit
         shown = raw[:shown_limit] if cut else raw
         html = Markup('<pre class="hexdump">{}</pre>').format(hex_view(shown))

@@ -81,7 +81,7 @@ def test_detail_view_copies_the_message_id_and_shows_base64(app, browser_context
     item_id = store_item(app, alice, b"\x00\xffbytes", attributes={"a": "b"}, message_id="copy-me-42")
     page = sign_in(context)
     page.goto(f"/useritems/{item_id}")
-    page.click("details summary")
+    page.click("#base64-view summary")
     assert page.inner_text("#copy-base64") == "AP9ieXRlcw=="
     page.click("button[data-copy-target='#copy-message-id']")
     page.wait_for_function("document.getElementById('copy-status').textContent === 'Copied.'")

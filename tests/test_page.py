@@ -130,7 +130,9 @@ def test_user_page_has_no_inline_script_or_style(app, client, auth):
     assert "cdn" not in html.lower()
 
 
-def test_large_message_is_cut_in_the_list_and_whole_in_the_detail_view(app, client, auth):
+def test_large_message_is_cut_in_the_list_and_in_the_detail_view_and_whole_on_load_all(app, client, auth):
+    from app.main.routes import DETAIL_PREVIEW_BYTES
+
     user_id = create_user(app, "alice")
     big = "x" * 5_000_000
     item_id = store_item(app, user_id, big)
@@ -139,7 +141,12 @@ def test_large_message_is_cut_in_the_list_and_whole_in_the_detail_view(app, clie
     assert len(listed) < 30_000
     assert f'href="/useritems/{item_id}"' in listed and "show all" in listed
     detail = client.get(f"/useritems/{item_id}").get_data(as_text=True)
-    assert big in detail
+    # The first 256 KB, said so, with the way to the rest; the size shown is the download's.
+    assert "x" * DETAIL_PREVIEW_BYTES in detail and "x" * (DETAIL_PREVIEW_BYTES + 1) not in detail
+    assert f'href="/useritems/{item_id}?all=1"' in detail and "Load all" in detail
+    assert '<span id="data-size">5,000,000</span> bytes' in detail
+    assert len(client.get(f"/useritems/{item_id}/data").data) == 5_000_000
+    assert big in client.get(f"/useritems/{item_id}?all=1").get_data(as_text=True)
 
 
 def test_detail_view_shows_the_message(app, client, auth):

@@ -8,8 +8,10 @@ Attribute pairs are compared whole, key and value, through the database's JSON f
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -17,6 +19,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.models import UserItem
 from app.names import lenient_canonical
+from app.polling import iso
 
 MAX_ATTRIBUTE_FILTERS = 10
 
@@ -25,16 +28,37 @@ class FilterError(ValueError):
     """A filter value the user gave cannot be understood; the message says which and why."""
 
 
-def parse_time(value: str, name: str) -> datetime | None:
-    """An ISO 8601 time (a browser's datetime-local value counts as UTC)."""
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_zone(value: str | None) -> tzinfo:
+    """The time zone a page's date inputs are read in (an IANA name the browser sends; default UTC)."""
+    value = (value or "").strip()
+    if not value or value.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise FilterError(f"unknown time zone {value!r}") from None
+
+
+def parse_time(value: str, name: str, zone: tzinfo = UTC, end_of_day: bool = False) -> datetime | None:
+    """An ISO 8601 date or time, in UTC; one without an offset is read in `zone`.
+
+    With end_of_day, a bare date (2026-12-01) means the last instant of that day, so a range
+    ending on a date includes the whole day.
+    """
     value = (value or "").strip()
     if not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise FilterError(f"{name} must be a date and time such as 2024-05-01T12:00, not {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        raise FilterError(f"{name} must be a date such as 2024-05-01 or a time such as 2024-05-01 12:00, "
+                          f"not {value!r}") from None
+    if end_of_day and _DATE_ONLY.fullmatch(value):
+        parsed += timedelta(days=1, microseconds=-1)
+    return parsed.replace(tzinfo=zone).astimezone(UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def attribute_needle(key: str, value: str) -> str:
@@ -77,8 +101,9 @@ class ItemFilter:
             pairs.append((key.strip(), value))
         if len(pairs) > MAX_ATTRIBUTE_FILTERS:
             raise FilterError(f"at most {MAX_ATTRIBUTE_FILTERS} attribute filters")
-        published_from = parse_time(args.get("from", ""), "from")
-        published_to = parse_time(args.get("to", ""), "to")
+        zone = parse_zone(args.get("tz"))
+        published_from = parse_time(args.get("from", ""), "from", zone)
+        published_to = parse_time(args.get("to", ""), "to", zone, end_of_day=True)
         return cls(
             text=args.get("q", ""),
             attributes=pairs,
@@ -95,9 +120,9 @@ class ItemFilter:
         if self.attributes:
             args["attr"] = [f"{key}={value}" for key, value in self.attributes]
         if self.published_from:
-            args["from"] = self.published_from.isoformat()
+            args["from"] = iso(self.published_from)
         if self.published_to:
-            args["to"] = self.published_to.isoformat()
+            args["to"] = iso(self.published_to)
         if self.subscription:
             args["sub"] = self.subscription
         return args

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.extensions import db, limiter
 from app.health import bp
 from app.models import Task, as_utc, utcnow
+from app.polling import iso
 
 
 def _timed(check):
@@ -40,7 +41,7 @@ def healthz():
         checks["redis"] = {"status": "ok", "ms": elapsed}
         workers = Worker.all(connection=current_app.redis)
         beats = [as_utc(worker.last_heartbeat) for worker in workers if worker.last_heartbeat]
-        checks["workers"] = {"count": len(workers), "latest_heartbeat": max(beats).isoformat() if beats else None}
+        checks["workers"] = {"count": len(workers), "latest_heartbeat": iso(max(beats)) if beats else None}
     except RedisError as error:
         healthy = False
         checks["redis"] = {"status": "error", "error": error.__class__.__name__}
@@ -49,7 +50,7 @@ def healthz():
             sa.select(sa.func.max(Task.heartbeat_at)).where(Task.complete.is_(False))
         ))
         checks["polling"] = {
-            "latest_task_heartbeat": latest.isoformat() if latest else None,
+            "latest_task_heartbeat": iso(latest),
             "seconds_since": round((utcnow() - latest).total_seconds(), 1) if latest else None,
         }
     return jsonify({"status": "ok" if healthy else "error", "checks": checks}), 200 if healthy else 503

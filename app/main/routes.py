@@ -4,6 +4,7 @@ import sqlalchemy as sa
 from flask import Response, abort, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user, login_required
 from markupsafe import Markup
+from pygments.formatters import HtmlFormatter
 
 from app import polling
 from app.errors.handlers import error_response
@@ -84,15 +85,26 @@ def useritems():
     return keyset_page(narrowed(owner.items.select(), subscription))
 
 
+# The detail page shows this much of a message's data at first; "load all" (?all=1) shows the rest.
+DETAIL_PREVIEW_BYTES = 256 * 1024
+# Copy buttons hold the data in the page; past this size, the download is the way to take it.
+COPY_MAX_BYTES = 1024 * 1024
+
+
 @bp.route("/useritems/<int:item_id>")
 @login_required
 @no_store
 def useritem(item_id):
-    """One message in full."""
+    """One message: its first 256 KB rendered (all of it with ?all=1), its attributes, a download."""
     item = readable_item(item_id)
+    show_all = request.args.get("all") == "1"
+    limit = None if show_all else DETAIL_PREVIEW_BYTES
+    data_size = len(item.data)
     return render_template(
-        "main/useritem.html", item=item, data=render_data(item, limit=None),
-        attributes=render_attributes(item),
+        "main/useritem.html", item=item, data=render_data(item, limit=limit, hex_limit=DETAIL_PREVIEW_BYTES),
+        attributes=sorted(item.attributes.items()), attributes_json=render_attributes(item),
+        data_size=data_size, copyable=data_size <= COPY_MAX_BYTES, preview_bytes=DETAIL_PREVIEW_BYTES,
+        hex_limit=DETAIL_PREVIEW_BYTES,
     )
 
 
@@ -173,8 +185,11 @@ def polling_pubsub():
 
 @bp.route("/pygments.css")
 def pygments_css():
-    """The highlight styles."""
-    return current_app.html_formatter.get_style_defs(".highlight"), 200, {"Content-Type": "text/css"}
+    """The highlight styles: the light one, and the dark one under Bootstrap's dark colour mode."""
+    light = current_app.html_formatter.get_style_defs(".highlight")
+    dark = HtmlFormatter(style=current_app.config["PYGMENTS_DARK_STYLE"]).get_style_defs(
+        "[data-bs-theme=dark] .highlight")
+    return f"{light}\n{dark}\n", 200, {"Content-Type": "text/css"}
 
 
 @bp.app_context_processor

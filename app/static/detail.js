@@ -1,8 +1,9 @@
-/* The message detail view: copy buttons. */
+/* The message detail view: copy buttons (a target's text, or the button's own data-copy-text). */
 $(function () {
   "use strict";
   $(".copy-button").on("click", function () {
-    const text = $($(this).data("copy-target")).text();
+    const target = $(this).attr("data-copy-target");
+    const text = target ? $(target).text() : String($(this).attr("data-copy-text"));
     const status = $("#copy-status");
     function done(message) { status.text(message); }
     if (navigator.clipboard && window.isSecureContext) {

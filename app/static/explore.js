@@ -12,15 +12,17 @@ $(function () {
     $.getJSON(itemsUrl, {after: newestId}).done(function (reply) {
       $("#poll-error").prop("hidden", true);
       const table = $("#useritems");
-      for (let i = 0; i < reply.items.length; i++) {
-        if (seenIds.has(reply.ids[i])) { continue; }
+      const fresh = reply.items.filter(function (html, i) {
+        if (seenIds.has(reply.ids[i])) { return false; }
         seenIds.add(reply.ids[i]);
-        table.prepend($($.parseHTML(reply.items[i].trim())));
-      }
-      if (reply.ids.length) {
-        newestId = Math.max(newestId, reply.ids[reply.ids.length - 1]);
+        return true;
+      });
+      // Shown now, or when the reader asks if the list is paused (messages.js).
+      window.pubsubMessages.arrived(fresh.length, function () {
+        fresh.forEach(function (html) { table.prepend(window.pubsubMessages.prepare($($.parseHTML(html.trim())))); });
         $("#no-items").prop("hidden", true);
-      }
+      });
+      if (reply.ids.length) { newestId = Math.max(newestId, reply.ids[reply.ids.length - 1]); }
       setTimeout(poll, reply.more ? 0 : 5000);
     }).fail(function (xhr) {
       $("#poll-error").text("Updates paused (" + (xhr.status || "no answer") + "); retrying every 5 seconds.")

@@ -1,18 +1,7 @@
-/* The live page: polling status, new messages every five seconds, infinite scroll. */
+/* The live page: polling status, new messages every five seconds, infinite scroll
+   (rows, expansion and Pause: messages.js; times and colour mode: display.js). */
 $(function () {
   "use strict";
-  // Times come from the server in UTC; show them in the browser's local time (list and detail view).
-  function showLocalTimes(scope) {
-    $(scope).find("time.local-time").each(function () {
-      const iso = $(this).attr("datetime");
-      if (iso) {
-        const when = new Date(iso);
-        if (!isNaN(when)) { $(this).text(when.toLocaleString()).attr("title", iso); }
-      }
-    });
-  }
-  showLocalTimes(document);
-
   const page = $("#page");
   if (!page.length) { return; }
   const urls = {
@@ -42,16 +31,23 @@ $(function () {
 
   function addRows(rows, ids, position) {
     const table = $("#useritems");
-    // Newer rows come oldest first; prepending each keeps the newest on top.
+    const fresh = [];
     for (let i = 0; i < rows.length; i++) {
       if (seenIds.has(ids[i])) { continue; }
       seenIds.add(ids[i]);
-      const row = $($.parseHTML(rows[i].trim()));
-      showLocalTimes(row);
-      if (position === "top") { table.prepend(row); } else { table.append(row); }
+      fresh.push(rows[i]);
     }
-    if (seenIds.size) { $("#no-items").prop("hidden", true); }
-    if (position === "top") { trimOldRows(); }
+    function show() {
+      // Newer rows come oldest first; prepending each keeps the newest on top.
+      fresh.forEach(function (html) {
+        const row = window.pubsubMessages.prepare($($.parseHTML(html.trim())));
+        if (position === "top") { table.prepend(row); } else { table.append(row); }
+      });
+      if (table.children("tr.useritem").length) { $("#no-items").prop("hidden", true); }
+      if (position === "top") { trimOldRows(); }
+    }
+    // New messages wait while the list is paused; older ones are what the reader scrolled for.
+    if (position === "top") { window.pubsubMessages.arrived(fresh.length, show); } else { show(); }
   }
 
   // A tab left open on a busy subscription must not grow without bound: while the reader is at
