@@ -101,7 +101,7 @@ def create_app(config_class: type = Config) -> Flask:
 
     # Subscriptions are stored by their full path; pages show the short name in the app's own project.
     app.add_template_filter(lambda path: short_subscription(path, app.config["GCP_PROJECT_ID"]), "subscription_name")
-    from app.polling import iso
+    from app.models import iso
 
     # Times reach the page as ISO 8601 in UTC with a Z; the browser shows them in the zone chosen.
     app.add_template_filter(iso, "isoz")

@@ -39,6 +39,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z: how every time leaves the server, so no browser reads it as local."""
+    moment = as_utc(moment)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
 class User(UserMixin, db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     username: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)

@@ -27,7 +27,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import Subscription, Task, User, as_utc, utcnow
+from app.models import Subscription, Task, User, as_utc, iso, utcnow
 from app.names import InvalidSubscriptionName, canonical_subscription, short_subscription
 from app.security import redact_secrets
 
@@ -209,12 +209,6 @@ def queued_words(info: QueueInfo | None) -> str:
     if info is None:
         return STAGE_WORDS[TaskState.QUEUED]
     return f"{STAGE_WORDS[TaskState.QUEUED]} ({info.workers} running, {info.busy} busy)"
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, so browsers never read it as their local time."""
-    moment = as_utc(moment)
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def status(user: User, subscription: str) -> dict[str, Any]:

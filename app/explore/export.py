@@ -17,7 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from app.models import UserItem, as_utc
+from app.models import UserItem, iso
 
 # About this much data is fetched from the database, and this much output buffered, at a time.
 FLUSH_BYTES = 1024 * 1024
@@ -45,8 +45,7 @@ CSV_HEADER = ["id", "message_id", "subscription", "publish_time", "received_at",
 
 
 def _iso(value: datetime | None) -> str | None:
-    value = as_utc(value)
-    return value.isoformat() if value is not None else None
+    return iso(value)
 
 
 def encoded_data(data_text: str | None, data_bytes: bytes | None) -> tuple[str, str]:

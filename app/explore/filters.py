@@ -17,9 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from werkzeug.datastructures import MultiDict
 
-from app.models import UserItem
+from app.models import UserItem, iso
 from app.names import lenient_canonical
-from app.polling import iso
 
 MAX_ATTRIBUTE_FILTERS = 10
 

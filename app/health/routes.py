@@ -13,8 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, limiter
 from app.health import bp
-from app.models import Task, as_utc, utcnow
-from app.polling import iso
+from app.models import Task, as_utc, iso, utcnow
 
 
 def _timed(check):
