@@ -20,7 +20,11 @@ MAX_ATTRIBUTE_FILTERS = 10
 
 
 class FilterError(ValueError):
-    """A filter value the user gave cannot be understood; the message says which and why."""
+    """A filter value the user gave cannot be understood; the message says why, `field` which (its URL name)."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
 
 
 def parse_time(value: str, name: str) -> datetime | None:
@@ -31,7 +35,8 @@ def parse_time(value: str, name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise FilterError(f"{name} must be a date and time such as 2024-05-01T12:00, not {value!r}") from None
+        raise FilterError(f"{name} must be a date and time such as 2024-05-01T12:00, not {value!r}",
+                          name) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -61,10 +66,10 @@ class ItemFilter:
                 continue
             key, sep, value = raw.partition("=")
             if not sep or not key.strip():
-                raise FilterError(f"an attribute filter must be key=value, not {raw!r}")
+                raise FilterError(f"an attribute filter must be key=value, not {raw!r}", "attr")
             pairs.append((key.strip(), value))
         if len(pairs) > MAX_ATTRIBUTE_FILTERS:
-            raise FilterError(f"at most {MAX_ATTRIBUTE_FILTERS} attribute filters")
+            raise FilterError(f"at most {MAX_ATTRIBUTE_FILTERS} attribute filters", "attr")
         published_from = parse_time(args.get("from", ""), "from")
         published_to = parse_time(args.get("to", ""), "to")
         return cls(
