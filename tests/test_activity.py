@@ -130,6 +130,8 @@ def test_activity_only_counts_the_signed_in_users_messages(app, client, signed_i
     ("range=custom&from=2026-03-01T18:00&to=2026-03-01T12:00", "to", "The end must come after the start."),
     ("range=custom&from=2026-01-01T00:00&to=2026-12-01T00:00", "to", "A range covers at most 92 days."),
     ("range=custom&from=2026-01-01T00:00", "to", "Give the end of the range."),
+    ("range=custom&from=0001-01-01T00:00&to=0001-01-02T00:00", "from", "Give a time between 1970 and 9000."),
+    ("range=custom&from=9999-12-31T00:00&to=9999-12-31T23:59", "from", "Give a time between 1970 and 9000."),
     ("range=fortnight", "range", "Choose 1 h, 24 h, 7 d or custom."),
     ('attribute=st"atus', "attribute", "may not contain quotes"),
 ])

@@ -22,6 +22,9 @@ BUCKET_STEPS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15
                 timedelta(hours=1), timedelta(hours=3), timedelta(hours=6), timedelta(hours=12), timedelta(days=1))
 MAX_BUCKETS = 120
 MAX_CUSTOM_RANGE = timedelta(days=92)
+# A custom range lies between these, so that bucket arithmetic stays inside datetime's years.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 TOP_VALUES = 10
 MAX_LATENCY_ROWS = 100_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -105,7 +108,9 @@ def attribute_expression(dialect: str, key: str):
     if dialect == "sqlite":
         # A JSON path with the key quoted; keys holding a double quote are refused by the view.
         return sa.func.json_extract(UserItem.attributes_json, f'$."{key}"')
-    return sa.cast(UserItem.attributes_json, postgresql.JSONB).op("->>")(sa.bindparam("attribute_key", key))
+    # jsonb refuses \u0000 (a NUL in an attribute); such a character is shown as U+FFFD instead.
+    attributes = sa.func.replace(UserItem.attributes_json, "\\u0000", "\\ufffd")
+    return sa.cast(attributes, postgresql.JSONB).op("->>")(sa.bindparam("attribute_key", key))
 
 
 # --- statistics ----------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from app import polling
 from app.errors.handlers import error_response, wants_json_response
 from app.explore import bp
 from app.explore.charts import (
+    EARLIEST,
+    LATEST,
     MAX_CUSTOM_RANGE,
     MAX_LATENCY_ROWS,
     RANGES,
@@ -263,7 +265,10 @@ def custom_window(args, now: datetime, errors: dict[str, str]) -> TimeWindow | N
             end = moment
     if start is None or end is None:
         return None
-    if end <= start:
+    if not EARLIEST <= start <= LATEST or not EARLIEST <= end <= LATEST:
+        errors["from" if not EARLIEST <= start <= LATEST else "to"] = (
+            f"Give a time between {EARLIEST.year} and {LATEST.year}.")
+    elif end <= start:
         errors["to"] = "The end must come after the start."
     elif end - start > MAX_CUSTOM_RANGE:
         errors["to"] = f"A range covers at most {MAX_CUSTOM_RANGE.days} days."
