@@ -143,7 +143,7 @@ def test_change_password_on_the_account_page_then_sign_in_with_it(app, browser_c
     context, errors = browser_context
     create_user(app, "alice")
     page = sign_in(context)
-    page.get_by_role("link", name="alice").click()
+    page.get_by_role("link", name="Account").click()
     page.wait_for_url("**/account")
     posts = []
     page.on("request", lambda request: request.method == "POST" and posts.append(request.url))

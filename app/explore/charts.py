@@ -205,8 +205,8 @@ def _number(value: float, unit: str = "") -> str:
 
 
 def _time_label(moment: datetime, window: TimeWindow) -> str:
-    if window.end - window.start <= timedelta(days=1):
-        return moment.strftime("%H:%M")
+    if window.end - window.start <= timedelta(days=1) + window.step:
+        return moment.strftime("%b %d") if (moment.hour, moment.minute) == (0, 0) else moment.strftime("%H:%M")
     if window.step >= timedelta(days=1) or (moment.hour, moment.minute) == (0, 0):
         return moment.strftime("%b %d")
     return moment.strftime("%b %d %H:%M")
