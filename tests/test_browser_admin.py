@@ -109,3 +109,26 @@ def test_screenshots_of_the_account_and_users_pages(app, browser, live_server, c
         screenshot(page, f"account-{colour_scheme}.png")
     finally:
         context.close()
+
+
+def test_remove_subscription_asks_first_and_keeps_it_when_cancelled(app, browser_context):  # noqa: F811
+    context, _errors = browser_context
+    create_user(app, "alice", subscriptions=("spare-sub",))
+    page = sign_in(context)
+    page.goto("/subscriptions")
+    row = page.locator("tr.subscription-row", has_text="spare-sub")
+    questions = []
+
+    def answer(dialog, accept):
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda dialog: answer(dialog, False))
+    row.get_by_role("button", name="Remove").click()
+    page.wait_for_timeout(300)
+    expect(row).to_have_count(1)
+    assert "Remove spare-sub from your list?" in questions[0]
+    page.once("dialog", lambda dialog: answer(dialog, True))
+    row.get_by_role("button", name="Remove").click()
+    expect(page.locator(".alert-info")).to_contain_text("Removed spare-sub")
+    expect(page.locator("tr.subscription-row", has_text="spare-sub")).to_have_count(0)
