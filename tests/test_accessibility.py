@@ -1,15 +1,17 @@
 """axe-core (through axe-playwright-python) on every page, in the light and the dark colour mode.
 
-The violations found on each page are printed (run with -s to see them even when the test passes);
-any of critical or serious impact fails the test.
+The violations found on each page are printed in the test output (and saved to
+test-artifacts/axe-<mode>.txt); any of critical or serious impact fails the test.
 """
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from tests.conftest import TEST_PASSWORD, create_user, store_item
+from tests.conftest import ARTIFACTS, TEST_PASSWORD, create_user, store_item
 from tests.test_browser import sign_in
 
 pytestmark = pytest.mark.browser
@@ -25,6 +27,10 @@ def follow_colour_scheme(page) -> None:
             root.setAttribute('data-bs-theme', matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light');
         }
     }""")
+    # Buttons fade to the new colours (Bootstrap's transitions): measure contrast once they are done.
+    deadline = time.monotonic() + 5
+    while page.evaluate("document.getAnimations().length") and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
 
 
 def violations_on(page, axe: Axe) -> list[dict]:
@@ -81,7 +87,8 @@ def outside_highlighted_code(violations: list[dict]) -> list[dict]:
 
 
 @pytest.mark.parametrize("colour_scheme", ["light", "dark"])
-def test_no_critical_or_serious_axe_violation_on_any_page(browser, live_server, pages_to_check, colour_scheme):
+def test_no_critical_or_serious_axe_violation_on_any_page(browser, live_server, pages_to_check, colour_scheme,
+                                                           capsys):
     axe = Axe()
     context = browser.new_context(base_url=live_server, color_scheme=colour_scheme,
                                   viewport={"width": 1280, "height": 900})
@@ -102,9 +109,12 @@ def test_no_critical_or_serious_axe_violation_on_any_page(browser, live_server, 
             report[name] = violations_on(page, axe)
     finally:
         context.close()
-    print(f"\naxe-core violations, {colour_scheme} mode:")
-    for name, violations in report.items():
-        print(f"  {name}: {describe(violations)}")
+    lines = [f"axe-core violations, {colour_scheme} mode:"]
+    lines += [f"  {name}: {describe(violations)}" for name, violations in report.items()]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"axe-{colour_scheme}.txt").write_text("\n".join(lines) + "\n")
+    with capsys.disabled():  # in the test output even when it passes
+        print("\n" + "\n".join(lines))
     blocking = {name: [v["id"] for v in violations if v["impact"] in BLOCKING_IMPACTS]
                 for name, violations in report.items()}
     if colour_scheme == "dark" and not dark_highlight_styles:
