@@ -10,10 +10,11 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from flask_migrate import upgrade
 
-from app import users as users_module
 from app.extensions import db
 from app.models import Subscription, User, UserItem, utcnow
 from app.names import canonical_subscription
+from app.users import UserRuleError, all_users, create_user, delete_user, reset_password, set_admin
+from app.users import find_user as lookup_user
 
 PURGE_BATCH_ROWS = 5000
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -67,7 +68,7 @@ def ensure_admin() -> tuple[User, bool, str | None]:
 
 
 def find_user(username: str) -> User:
-    user = users_module.find_user(username)
+    user = lookup_user(username)
     if user is None:
         raise click.ClickException(f"no user named {username!r}")
     return user
@@ -84,8 +85,8 @@ users = AppGroup("users", help="Create, list and delete users, and set their pas
 def users_create(username, email, password, admin):
     """Create a user."""
     try:
-        _user, generated = users_module.create_user(username, email, password, is_admin=admin)
-    except users_module.UserRuleError as error:
+        _user, generated = create_user(username, email, password, is_admin=admin)
+    except UserRuleError as error:
         raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"Created {'admin ' if admin else ''}user {username!r}.")
@@ -96,7 +97,7 @@ def users_create(username, email, password, admin):
 @users.command("list")
 def users_list():
     """List the users."""
-    for user in users_module.all_users():
+    for user in all_users():
         click.echo(f"{user.username}\t{user.email}\t{'admin' if user.is_admin else 'user'}\t"
                    f"last seen {user.last_seen.isoformat() if user.last_seen else '-'}")
 
@@ -110,8 +111,8 @@ def users_delete(username, yes):
     if not yes:
         click.confirm(f"Delete user {username!r} and all their messages?", abort=True)
     try:
-        users_module.delete_user(user)
-    except users_module.UserRuleError as error:
+        delete_user(user)
+    except UserRuleError as error:
         raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"Deleted user {username!r}.")
@@ -124,8 +125,8 @@ def users_set_password(username, password):
     """Set a user's password."""
     user = find_user(username)
     try:
-        generated = users_module.reset_password(user, password)
-    except users_module.UserRuleError as error:
+        generated = reset_password(user, password)
+    except UserRuleError as error:
         raise click.BadParameter(str(error), param_hint="--password") from None
     db.session.commit()
     click.echo(f"Password set for {username!r}.")
@@ -140,8 +141,8 @@ def users_set_admin(username, revoke):
     """Make a user an administrator, or with --revoke an ordinary user."""
     user = find_user(username)
     try:
-        users_module.set_admin(user, not revoke)
-    except users_module.UserRuleError as error:
+        set_admin(user, not revoke)
+    except UserRuleError as error:
         raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"{username!r} is {'no longer ' if revoke else 'now '}an admin.")
