@@ -107,6 +107,11 @@ def test_no_critical_or_serious_axe_violation_on_any_page(browser, live_server, 
         for name, path in pages_to_check:
             page.goto(path)
             report[name] = violations_on(page, axe)
+        page.goto("/admin/users")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("tr.user-row[data-username=bob] .reset-password").click()
+        page.wait_for_url("**/password")
+        report["New password shown once (admin)"] = violations_on(page, axe)
     finally:
         context.close()
     lines = [f"axe-core violations, {colour_scheme} mode:"]
