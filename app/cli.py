@@ -11,8 +11,10 @@ from flask.cli import AppGroup
 from flask_migrate import upgrade
 
 from app.extensions import db
-from app.models import Notification, Subscription, Task, User, UserItem, utcnow
+from app.models import Subscription, User, UserItem, utcnow
 from app.names import canonical_subscription
+from app.users import UserRuleError, all_users, create_user, delete_user, reset_password, set_admin
+from app.users import find_user as lookup_user
 
 PURGE_BATCH_ROWS = 5000
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -66,18 +68,10 @@ def ensure_admin() -> tuple[User, bool, str | None]:
 
 
 def find_user(username: str) -> User:
-    user = db.session.scalar(sa.select(User).where(User.username == username))
+    user = lookup_user(username)
     if user is None:
         raise click.ClickException(f"no user named {username!r}")
     return user
-
-
-def new_password(password: str | None) -> tuple[str, bool]:
-    if password:
-        if len(password) < 8:
-            raise click.BadParameter("the password must have at least 8 characters", param_hint="--password")
-        return password, False
-    return secrets.token_urlsafe(12), True
 
 
 users = AppGroup("users", help="Create, list and delete users, and set their passwords.")
@@ -90,22 +84,20 @@ users = AppGroup("users", help="Create, list and delete users, and set their pas
 @click.option("--admin", is_flag=True, help="Make the user an administrator.")
 def users_create(username, email, password, admin):
     """Create a user."""
-    if db.session.scalar(sa.select(User).where(User.username == username)) is not None:
-        raise click.ClickException(f"user {username!r} exists already")
-    password, generated = new_password(password)
-    user = User(username=username, email=email or f"{username}@localhost", is_admin=admin)
-    user.set_password(password)
-    db.session.add(user)
+    try:
+        _user, generated = create_user(username, email, password, is_admin=admin)
+    except UserRuleError as error:
+        raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"Created {'admin ' if admin else ''}user {username!r}.")
     if generated:
-        click.echo(f"Password: {password}  (shown once)")
+        click.echo(f"Password: {generated}  (shown once)")
 
 
 @users.command("list")
 def users_list():
     """List the users."""
-    for user in db.session.scalars(sa.select(User).order_by(User.username)):
+    for user in all_users():
         click.echo(f"{user.username}\t{user.email}\t{'admin' if user.is_admin else 'user'}\t"
                    f"last seen {user.last_seen.isoformat() if user.last_seen else '-'}")
 
@@ -114,14 +106,14 @@ def users_list():
 @click.argument("username")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def users_delete(username, yes):
-    """Delete a user with their messages, tasks, notifications and subscriptions."""
+    """Delete a user with their messages, tasks, notifications and subscriptions (never the last admin)."""
     user = find_user(username)
     if not yes:
         click.confirm(f"Delete user {username!r} and all their messages?", abort=True)
-    for model in (UserItem, Notification, Task, Subscription):
-        db.session.execute(sa.delete(model).where(model.user_id == user.id))
-    # The rows that point at the user are gone; delete the row itself without loading relationships.
-    db.session.execute(sa.delete(User).where(User.id == user.id))
+    try:
+        delete_user(user)
+    except UserRuleError as error:
+        raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"Deleted user {username!r}.")
 
@@ -132,12 +124,28 @@ def users_delete(username, yes):
 def users_set_password(username, password):
     """Set a user's password."""
     user = find_user(username)
-    password, generated = new_password(password)
-    user.set_password(password)
+    try:
+        generated = reset_password(user, password)
+    except UserRuleError as error:
+        raise click.BadParameter(str(error), param_hint="--password") from None
     db.session.commit()
     click.echo(f"Password set for {username!r}.")
     if generated:
-        click.echo(f"Password: {password}  (shown once)")
+        click.echo(f"Password: {generated}  (shown once)")
+
+
+@users.command("set-admin")
+@click.argument("username")
+@click.option("--revoke", is_flag=True, help="Remove the admin rights instead (never from the last admin).")
+def users_set_admin(username, revoke):
+    """Make a user an administrator, or with --revoke an ordinary user."""
+    user = find_user(username)
+    try:
+        set_admin(user, not revoke)
+    except UserRuleError as error:
+        raise click.ClickException(str(error)) from None
+    db.session.commit()
+    click.echo(f"{username!r} is {'no longer ' if revoke else 'now '}an admin.")
 
 
 def register(app: Flask) -> None:

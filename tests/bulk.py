@@ -18,14 +18,14 @@ CHUNK = 5000
 
 def item_row(user_id: int, data: bytes | str, attributes: dict | None = None, *, subscription: str = "monitor-sub",
              publish_time: datetime | None = None, received_at: datetime | None = None, ordering_key: str = "",
-             message_id: str | None = None) -> dict:
+             message_id: str | None = None, delivery_attempt: int | None = None) -> dict:
     """A row as the subscriber writes it (the same conversion, app.pubsub.messages.build_row)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     # Stored by its full path in the tests' project, as the subscriber stores it.
     subscription = canonical_subscription(subscription, "test-project")
     return build_row(user_id=user_id, subscription=subscription, message_id=message_id or uuid.uuid4().hex,
                      data=raw, attributes=attributes or {}, publish_time=publish_time or datetime.now(UTC),
-                     ordering_key=ordering_key, delivery_attempt=None, size=len(raw),
+                     ordering_key=ordering_key, delivery_attempt=delivery_attempt, size=len(raw),
                      received_at=received_at or datetime.now(UTC))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from playwright.sync_api import expect
+
 from tests.bulk import insert_rows, item_row
 from tests.conftest import ARTIFACTS, create_user, store_item, store_items
 from tests.test_browser import LIVE_UPDATE_MS, browser_context, sign_in  # noqa: F401
@@ -17,8 +19,10 @@ def test_activity_chart_renders_in_chromium_and_is_saved_as_a_screenshot(app, br
     for minute in range(0, 180, 3):
         for copy in range(1 + minute % 7):
             status = "SUCCESS" if copy % 3 else "FAILURE"
+            received = now - timedelta(minutes=minute)
             rows.append(item_row(alice, f'{{"m": {minute}}}', {"status": status, "buildId": f"b{minute}"},
-                                 received_at=now - timedelta(minutes=minute)))
+                                 received_at=received, publish_time=received - timedelta(seconds=copy * 0.7),
+                                 delivery_attempt=None if copy < 4 else copy - 2))
     rows.append(item_row(alice, "old", {"status": "QUEUED"}, received_at=now - timedelta(hours=25)))
     insert_rows(app, rows)
     expected = {"SUCCESS": sum(1 for r in rows[:-1] if '"SUCCESS"' in r["attributes_json"])}
@@ -26,12 +30,14 @@ def test_activity_chart_renders_in_chromium_and_is_saved_as_a_screenshot(app, br
 
     page = sign_in(context)
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto("/activity?unit=minute&attribute=status")
+    page.goto("/activity?range=24h&attribute=status")
     page.wait_for_selector("#chart-series rect.bar")
     summary = page.inner_text("#activity-summary")
     assert summary.startswith(f"{len(rows) - 1} messages received")
-    assert page.locator("#chart-series rect.bar").count() == len(range(0, 180, 3))
-    box = page.locator("#chart-series").bounding_box()
+    received_times = [now - timedelta(minutes=minute) for minute in range(0, 180, 3)]
+    quarter_hours = {(moment.hour, moment.minute // 15) for moment in received_times}
+    assert page.locator("#chart-series rect.bar").count() == len(quarter_hours)
+    box = page.locator("#chart-series .chart-plot").bounding_box()
     assert box["width"] > 600 and box["height"] > 100
     labels = page.locator("#chart-breakdown .breakdown-label").all_text_contents()
     counts = [int(text) for text in page.locator("#chart-breakdown .breakdown-count").all_text_contents()]
@@ -39,13 +45,44 @@ def test_activity_chart_renders_in_chromium_and_is_saved_as_a_screenshot(app, br
     tallest = max(page.locator("#chart-series rect.bar").evaluate_all(
         "bars => bars.map(bar => bar.getBoundingClientRect().height)"))
     assert tallest > 50
+    # The y-axis labels sit beside the plot, and the breakdown's labels beside their bars, never on them.
+    axis = page.locator("#chart-series .chart-y-axis").bounding_box()
+    assert axis["x"] + axis["width"] <= box["x"] + 1
+    for row in page.locator("#chart-breakdown tr.row-chart-row").all():
+        label = row.locator(".breakdown-label").bounding_box()
+        bar = row.locator("rect").bounding_box()
+        assert label["x"] + label["width"] <= bar["x"]
+    assert page.locator("#chart-latency rect.bar-p95").count() > 0
+    assert page.locator("#chart-attempts .breakdown-label").first.inner_text() == "first / unknown"
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "activity-chart.png"), full_page=True)
-    assert (ARTIFACTS / "activity-chart.png").stat().st_size > 5_000
+    page.screenshot(path=str(ARTIFACTS / "activity-light.png"), full_page=True)
+    assert (ARTIFACTS / "activity-light.png").stat().st_size > 5_000
 
-    page.goto("/activity?unit=hour")
-    hours = {(now - timedelta(minutes=minute)).strftime("%Y%m%d%H") for minute in range(0, 180, 3)}
-    assert page.locator("#chart-series rect.bar").count() == len(hours)
+    page.evaluate("document.documentElement.setAttribute('data-bs-theme', 'dark')")
+    page.screenshot(path=str(ARTIFACTS / "activity-dark.png"), full_page=True)
+
+    page.goto("/activity?range=1h&attribute=status")
+    # A bar per minute for the last hour: the window starts on the minute an hour before the request,
+    # so the message of exactly 60 minutes before `now` is in it unless the clock passed a minute since.
+    minutes = {(now - timedelta(minutes=minute)).strftime("%H%M") for minute in range(0, 58, 3)}
+    assert page.locator("#chart-series rect.bar").count() in (len(minutes), len(minutes) + 1)
+    # A custom range: its dates appear once Custom is picked, and are read as UTC.
+    expect(page.locator("#from")).to_be_hidden()
+    page.click("label[for=range-custom]")
+    expect(page.locator("#from")).to_be_visible()
+    page.fill("#from", (now - timedelta(minutes=31)).strftime("%Y-%m-%dT%H:%M"))
+    page.fill("#to", (now + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M"))
+    page.click("#activity-form button[type=submit]")
+    page.wait_for_url("**/activity?range=custom**")
+    in_range = sum(1 + minute % 7 for minute in range(0, 31, 3))
+    assert page.inner_text("#activity-summary").startswith(f"{in_range} messages received")
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto("/activity?range=24h&attribute=buildId")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than the phone"
+    assert page.locator("#chart-breakdown .breakdown-label").last.inner_text() == "other"
+    page.screenshot(path=str(ARTIFACTS / "activity-phone.png"), full_page=True)
 
 
 def test_search_page_keeps_the_filter_in_the_url_and_live_updates_respect_it(app, browser_context):  # noqa: F811 (fixture from tests.test_browser)

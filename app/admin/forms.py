@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
-from wtforms import StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, ValidationError
+from wtforms import BooleanField, StringField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 
 def parse_attributes(text: str) -> dict[str, str]:
@@ -35,3 +35,16 @@ class PublishForm(FlaskForm):
 class ReplayForm(FlaskForm):
     topic = StringField("Topic (empty: the topic of the message's subscription)", validators=[Length(max=512)])
     submit = SubmitField("Replay")
+
+
+class CreateUserForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    email = StringField("Email (empty: username@localhost)",
+                        validators=[Optional(), Length(max=120),
+                                    Regexp(r"^[^@\s]+@[^@\s]+$", message="Not an email address.")])
+    is_admin = BooleanField("Administrator")
+    submit = SubmitField("Create user")
+
+
+class UserActionForm(FlaskForm):
+    """A button that changes a user: only the CSRF token travels."""

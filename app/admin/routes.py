@@ -21,7 +21,7 @@ def admin_required(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         if not current_user.is_admin:
-            abort(403, "Only an administrator may publish or replay messages.")
+            abort(403, "Only an administrator may see this page or do this.")
         return view(*args, **kwargs)
 
     return wrapped

@@ -2,7 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-MIN_PASSWORD_LENGTH = 8
+from app.users import MIN_PASSWORD_LENGTH
 
 
 class LoginForm(FlaskForm):

@@ -1,7 +1,10 @@
+import math
+import time
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app, flash, g, jsonify, redirect, render_template, request, url_for
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required, login_url, login_user, logout_user
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -137,3 +140,20 @@ def change_password():
     login_user(user, remember=remembered)
     current_app.logger.info("User %s changed their password", user.username)
     return jsonify({"status": "success", "message": "Password changed."})
+
+
+@bp.route("/account")
+@login_required
+def account():
+    """The signed-in user's account: who they are, and the password-change form."""
+    return render_template("auth/account.html", form=ChangePasswordForm())
+
+
+@bp.errorhandler(RateLimitExceeded)
+def rate_limited(error: RateLimitExceeded):
+    """A browser over the sign-in limit gets the form back, with how long to wait; others as before."""
+    if request.endpoint != "auth.index" or wants_json_response():
+        return error_response(429, error.description)
+    limit = limiter.current_limit
+    wait_seconds = max(1, math.ceil(limit.reset_at - time.time())) if limit else 60
+    return render_template("auth/index.html", form=LoginForm(), wait_seconds=wait_seconds), 429

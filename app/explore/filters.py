@@ -24,7 +24,11 @@ MAX_ATTRIBUTE_FILTERS = 10
 
 
 class FilterError(ValueError):
-    """A filter value the user gave cannot be understood; the message says which and why."""
+    """A filter value the user gave cannot be understood; the message says why, `field` which (its URL name)."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -38,7 +42,7 @@ def parse_zone(value: str | None) -> tzinfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise FilterError(f"unknown time zone {value!r}") from None
+        raise FilterError(f"unknown time zone {value!r}", "tz") from None
 
 
 def parse_time(value: str, name: str, zone: tzinfo = UTC, end_of_day: bool = False) -> datetime | None:
@@ -54,7 +58,7 @@ def parse_time(value: str, name: str, zone: tzinfo = UTC, end_of_day: bool = Fal
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise FilterError(f"{name} must be a date such as 2024-05-01 or a time such as 2024-05-01 12:00, "
-                          f"not {value!r}") from None
+                          f"not {value!r}", name) from None
     if end_of_day and _DATE_ONLY.fullmatch(value):
         parsed += timedelta(days=1, microseconds=-1)
     return parsed.replace(tzinfo=zone).astimezone(UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -96,10 +100,10 @@ class ItemFilter:
                 continue
             key, sep, value = raw.partition("=")
             if not sep or not key.strip():
-                raise FilterError(f"an attribute filter must be key=value, not {raw!r}")
+                raise FilterError(f"an attribute filter must be key=value, not {raw!r}", "attr")
             pairs.append((key.strip(), value))
         if len(pairs) > MAX_ATTRIBUTE_FILTERS:
-            raise FilterError(f"at most {MAX_ATTRIBUTE_FILTERS} attribute filters")
+            raise FilterError(f"at most {MAX_ATTRIBUTE_FILTERS} attribute filters", "attr")
         zone = parse_zone(args.get("tz"))
         published_from = parse_time(args.get("from", ""), "from", zone)
         published_to = parse_time(args.get("to", ""), "to", zone, end_of_day=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from flask import (
@@ -18,19 +18,28 @@ from flask_login import current_user, login_required
 from markupsafe import Markup
 
 from app import polling
-from app.errors.handlers import error_response
+from app.errors.handlers import error_response, wants_json_response
 from app.explore import bp
 from app.explore.charts import (
-    MAX_BREAKDOWN_VALUES,
-    UNITS,
+    EARLIEST,
+    LATEST,
+    MAX_CUSTOM_RANGE,
+    MAX_LATENCY_ROWS,
+    RANGES,
+    TOP_VALUES,
+    TimeWindow,
     attribute_expression,
     bucket_expression,
-    column_bars,
+    column_chart,
+    latency_expression,
+    latency_percentiles,
+    preset_window,
     row_bars,
-    time_series,
+    time_window,
+    top_with_other,
 )
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
-from app.explore.filters import FilterError, ItemFilter
+from app.explore.filters import FilterError, ItemFilter, parse_time
 from app.extensions import db
 from app.items import id_argument, keyset_page, list_items, render_item_row
 from app.models import UserItem
@@ -65,7 +74,7 @@ def explore():
     try:
         item_filter = ItemFilter.from_args(request.args, current_app.config["GCP_PROJECT_ID"])
     except FilterError as error:
-        return error_response(400, str(error))
+        return filter_form_with_error(error)
     per_page = current_app.config["ITEMS_PER_PAGE"]
     before = id_argument("before")
     query = filtered_items(item_filter)
@@ -86,6 +95,26 @@ def explore():
         live=before is None,
         subscriptions=user_subscriptions(),
     )
+
+
+def filter_form_with_error(error: FilterError):
+    """The search form again with what was typed and the mistake beside its field; no results (400)."""
+    if wants_json_response():
+        return error_response(400, str(error))
+    message = str(error)
+    return render_template(
+        "explore/explore.html",
+        item_filter=ItemFilter(text=request.args.get("q", "")),
+        filter_errors={error.field or "q": message[:1].upper() + message[1:] + "."},
+        typed=request.args,
+        filter_args={},
+        rows=[],
+        newest_id=0,
+        oldest_id=0,
+        more_older=False,
+        live=False,
+        subscriptions=user_subscriptions(),
+    ), 400
 
 
 @bp.route("/explore/items")
@@ -145,48 +174,105 @@ def export_csv():
 @bp.route("/activity")
 @login_required
 def activity():
-    """Messages per minute (or hour) over the last 24 hours, and a breakdown by one attribute."""
-    unit = request.args.get("unit", "minute")
-    if unit not in UNITS:
-        return error_response(400, "unit must be 'minute' or 'hour'")
+    """Messages per time bucket over a range, a breakdown by one attribute, latency and delivery attempts."""
+    errors: dict[str, str] = {}
+    now = datetime.now(UTC)
+    range_name = request.args.get("range", "").strip() or ("custom" if request.args.get("from") else "24h")
+    if range_name not in (*RANGES, "custom"):
+        errors["range"] = "Choose 1 h, 24 h, 7 d or custom."
+        range_name = "24h"
+    window = preset_window(range_name if range_name != "custom" else "24h", now)
+    if range_name == "custom":
+        window = custom_window(request.args, now, errors) or window
     subscription = request.args.get("sub", "").strip()
     if subscription:
         subscription = lenient_canonical(subscription, current_app.config["GCP_PROJECT_ID"])
     attribute = request.args.get("attribute", "").strip()
     if '"' in attribute or "\\" in attribute:
-        return error_response(400, "the attribute name may not contain quotes or backslashes")
-    now = datetime.now(UTC)
-    since = now - timedelta(hours=24)
-    base = sa.select().select_from(UserItem).where(UserItem.user_id == current_user.id, UserItem.received_at >= since)
+        errors["attribute"] = "An attribute name may not contain quotes or backslashes."
+        attribute = ""
+    base = sa.select().select_from(UserItem).where(
+        UserItem.user_id == current_user.id, UserItem.received_at >= window.start, UserItem.received_at < window.end)
     if subscription:
         base = base.where(UserItem.subscription == subscription)
-    bucket = bucket_expression(dialect(), unit).label("bucket")
+    bucket = bucket_expression(dialect(), window).label("bucket")
     counts = dict(db.session.execute(base.add_columns(bucket, sa.func.count()).group_by(bucket)).all())
-    series = time_series(counts, unit, now)
+    series = [counts.get(index, 0) for index in range(window.bucket_count)]
+    total = sum(series)
+
+    latency_rows = db.session.execute(
+        base.add_columns(bucket, latency_expression(dialect()))
+        .where(UserItem.publish_time.is_not(None)).order_by(UserItem.id.desc()).limit(MAX_LATENCY_ROWS)
+    ).all()
+    latencies = latency_percentiles([tuple(row) for row in latency_rows], window.bucket_count)
+
+    attempt = UserItem.delivery_attempt.label("attempt")
+    attempts = [
+        ("first / unknown" if number is None else f"{number} {'attempt' if number == 1 else 'attempts'}", count)
+        for number, count in db.session.execute(
+            base.add_columns(attempt, sa.func.count()).group_by(attempt).order_by(attempt.asc().nulls_first())
+        ).all()
+    ]
+
     breakdown: list[tuple[str, int]] = []
     if attribute:
         value = attribute_expression(dialect(), attribute).label("value")
         count = sa.func.count().label("count")
-        breakdown = [
-            ("(not set)" if label is None else str(label), total)
-            for label, total in db.session.execute(
-                base.add_columns(value, count).group_by(value).order_by(count.desc()).limit(MAX_BREAKDOWN_VALUES)
+        top = [
+            ("(not set)" if label is None else str(label), number)
+            for label, number in db.session.execute(
+                base.add_columns(value, count).group_by(value).order_by(count.desc(), value).limit(TOP_VALUES + 1)
             ).all()
         ]
-    chart_width, chart_height = 960, 200
-    return render_template(
+        breakdown = top_with_other(top, total)
+
+    page = render_template(
         "explore/activity.html",
-        unit=unit,
+        errors=errors,
+        range_name=range_name,
+        ranges=RANGES,
+        custom_from=request.args.get("from", "") if range_name == "custom" else "",
+        custom_to=request.args.get("to", "") if range_name == "custom" else "",
+        window=window,
         subscription=subscription,
         attribute=attribute,
         subscriptions=user_subscriptions(),
-        total=sum(count for _label, count in series),
-        peak=max((count for _label, count in series), default=0),
-        series_bars=column_bars(series, chart_width, chart_height),
-        chart_width=chart_width,
-        chart_height=chart_height,
-        first_label=series[0][0],
-        last_label=series[-1][0],
-        breakdown_bars=row_bars(breakdown, 600, 24),
-        breakdown_height=max(1, len(breakdown)) * 24,
+        total=total,
+        peak=max(series, default=0),
+        counts_chart=column_chart(window, [series]),
+        latency_chart=column_chart(window, [[pair and pair[1] for pair in latencies],
+                                            [pair and pair[0] for pair in latencies]], unit="s"),
+        latency_measured=sum(1 for pair in latencies if pair),
+        latency_capped=len(latency_rows) >= MAX_LATENCY_ROWS,
+        max_latency_rows=MAX_LATENCY_ROWS,
+        attempt_bars=row_bars(attempts),
+        breakdown_bars=row_bars(breakdown),
     )
+    return page, 400 if errors else 200
+
+
+def custom_window(args, now: datetime, errors: dict[str, str]) -> TimeWindow | None:
+    """The window of a custom range, or None with the reasons in `errors`."""
+    start = end = None
+    for name in ("from", "to"):
+        try:
+            moment = parse_time(args.get(name, ""), name)
+        except FilterError as error:
+            errors[name] = f"{str(error)[:1].upper()}{str(error)[1:]}."
+            continue
+        if moment is None:
+            errors[name] = f"Give the {'start' if name == 'from' else 'end'} of the range."
+        elif name == "from":
+            start = moment
+        else:
+            end = moment
+    if start is None or end is None:
+        return None
+    if not EARLIEST <= start <= LATEST or not EARLIEST <= end <= LATEST:
+        errors["from" if not EARLIEST <= start <= LATEST else "to"] = (
+            f"Give a time between {EARLIEST.year} and {LATEST.year}.")
+    elif end <= start:
+        errors["to"] = "The end must come after the start."
+    elif end - start > MAX_CUSTOM_RANGE:
+        errors["to"] = f"A range covers at most {MAX_CUSTOM_RANGE.days} days."
+    return None if errors else time_window(start, end)

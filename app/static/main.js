@@ -7,8 +7,7 @@ $(function () {
   const urls = {
     notifications: page.data("notifications-url"),
     useritems: page.data("useritems-url"),
-    polling: page.data("polling-url"),
-    changePassword: page.data("change-password-url")
+    polling: page.data("polling-url")
   };
   const owner = String(page.data("owner"));
   const ownPage = page.data("own-page") === true;
@@ -199,25 +198,6 @@ $(function () {
 
   // Picking another subscription loads its page, so the URL (and a reload or shared link) keeps it.
   $("#subscription-select").on("change", function () { $("#subscription-picker").trigger("submit"); });
-
-  $("#changepwd").on("submit", function (event) {
-    event.preventDefault();
-    const form = $(this);
-    const box = $("#pwd-alert");
-    function report(ok, message) {
-      box.text(message).prop("hidden", false)
-        .toggleClass("alert-success", ok).toggleClass("alert-danger", !ok);
-    }
-    if ($("#newpass").val() !== $("#cnfrmpass").val()) {
-      report(false, "The new passwords do not match.");
-      return;
-    }
-    $.post(urls.changePassword, form.serialize()).done(function (reply) {
-      report(true, reply.message || "Password changed.");
-    }).fail(function (xhr) {
-      report(false, (xhr.responseJSON && xhr.responseJSON.error) || "The password was not changed.");
-    }).always(function () { form.trigger("reset"); });
-  });
 
   function tick() {
     $.when(pollNotifications(), pollItems()).always(function () { setTimeout(tick, POLL_MS); });

@@ -1,0 +1,91 @@
+"""Managing users: the rules shared by `flask users` and the admin's users pages.
+
+Helpers add and change rows; the caller (a CLI command or a view) commits.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Notification, Subscription, Task, User, UserItem
+
+MIN_PASSWORD_LENGTH = 8
+MAX_USERNAME_LENGTH = 64
+
+
+class UserRuleError(ValueError):
+    """A change the rules refuse; the message says why, in words for the person who asked."""
+
+
+def find_user(username: str) -> User | None:
+    return db.session.scalar(sa.select(User).where(User.username == username))
+
+
+def all_users() -> list[User]:
+    return list(db.session.scalars(sa.select(User).order_by(User.username)))
+
+
+def admin_count() -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.is_admin.is_(True))) or 0
+
+
+def new_password(password: str | None) -> tuple[str, bool]:
+    """The password to set and whether it was generated (then it is shown once)."""
+    if password:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise UserRuleError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        return password, False
+    return secrets.token_urlsafe(12), True
+
+
+def create_user(username: str, email: str | None = None, password: str | None = None,
+                is_admin: bool = False) -> tuple[User, str | None]:
+    """Add a user; return it and the generated password, if one was generated."""
+    username = (username or "").strip()
+    if not username or len(username) > MAX_USERNAME_LENGTH:
+        raise UserRuleError(f"a username has 1 to {MAX_USERNAME_LENGTH} characters")
+    if find_user(username) is not None:
+        raise UserRuleError(f"user {username!r} exists already")
+    email = (email or "").strip() or f"{username}@localhost"
+    if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+        raise UserRuleError(f"the email {email!r} belongs to another user")
+    password, generated = new_password(password)
+    user = User(username=username, email=email, is_admin=is_admin)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    return user, password if generated else None
+
+
+def reset_password(user: User, password: str | None = None) -> str | None:
+    """Set a user's password (their other sessions end); return it if it was generated."""
+    password, generated = new_password(password)
+    user.set_password(password)
+    return password if generated else None
+
+
+def set_admin(user: User, is_admin: bool, acting: User | None = None) -> None:
+    """Grant or revoke admin rights; nobody revokes their own, and the last admin stays one."""
+    if not is_admin and user.is_admin:
+        if acting is not None and acting.id == user.id:
+            raise UserRuleError("you cannot remove your own admin rights; ask another admin")
+        if admin_count() <= 1:
+            raise UserRuleError(f"{user.username!r} is the last admin")
+    user.is_admin = is_admin
+
+
+def delete_user(user: User) -> None:
+    """Delete a user with their messages, tasks, notifications and subscriptions; never the last admin."""
+    if user.is_admin and admin_count() <= 1:
+        raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
+    for model in (UserItem, Notification, Task, Subscription):
+        db.session.execute(sa.delete(model).where(model.user_id == user.id))
+    # The rows that point at the user are gone; delete the row itself without loading relationships.
+    db.session.execute(sa.delete(User).where(User.id == user.id))
+
+
+def stored_message_count(user: User) -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(UserItem).where(UserItem.user_id == user.id)) or 0
