@@ -40,8 +40,10 @@ def parse_zone(value: str | None) -> tzinfo:
     if not value or value.upper() == "UTC":
         return UTC
     try:
+        if len(value) > 64:  # IANA names are short; a long one would only reach the file system
+            raise ValueError(value)
         return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise FilterError(f"unknown time zone {value!r}", "tz") from None
 
 
