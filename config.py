@@ -67,7 +67,7 @@ class Config:
     RETENTION_INTERVAL_SECONDS = int(os.environ.get("RETENTION_INTERVAL_SECONDS") or 3600)
     # The database plan's size in MB (docs/retention.md lists Heroku's); admins are warned at 80%
     # and 95% of it. 0: no limit known, no warning.
-    DATABASE_SIZE_LIMIT_MB = int(os.environ.get("DATABASE_SIZE_LIMIT_MB") or 0)
+    DATABASE_SIZE_LIMIT_MB = float(os.environ.get("DATABASE_SIZE_LIMIT_MB") or 0)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 
