@@ -228,3 +228,47 @@ def test_other_resource_errors_are_not_called_full(pgcode):
     original = Original("out of memory")
     original.pgcode = pgcode
     assert not retention.is_disk_full(sa.exc.OperationalError("INSERT", {}, original))
+
+
+def test_a_polling_worker_whose_writes_fail_for_lack_of_space_says_so_then_stores_once_there_is_room(
+    app, client, auth, emulator, pubsub_names, worker_factory, require_postgres
+):
+    from google.cloud import pubsub_v1
+
+    create_user(app, "alice", subscriptions=(pubsub_names["subscription_path"],))
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE FUNCTION disk_is_full() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+            "USING ERRCODE = 'disk_full'; END $$"))
+        connection.execute(sa.text("CREATE TRIGGER disk_is_full BEFORE INSERT ON user_item "
+                                   "FOR EACH ROW EXECUTE FUNCTION disk_is_full()"))
+    auth.login()
+    worker = worker_factory()
+    subscription = pubsub_names["subscription_path"]
+    response = client.post("/polling_pubsub", data={"action": "start", "subscription": subscription},
+                           headers={"X-CSRFToken": auth.csrf_token("/user/alice")})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    publisher = pubsub_v1.PublisherClient()
+    for number in range(5):
+        publisher.publish(pubsub_names["topic_path"], f"message {number}".encode()).result(timeout=30)
+
+    def polling_status() -> dict:
+        return client.get("/polling_pubsub", query_string={"subscription": subscription}).get_json()
+
+    answer = wait_until(lambda: (found := polling_status())["reason"] and found, 60,
+                        message=f"the task to say the database is full; worker log:\n{worker.log()}")
+    assert answer["state"] == "polling" and answer["status"] == "polling"
+    assert answer["reason"] == retention.DATABASE_FULL_REASON
+    assert answer["words"] == f"Polling: {retention.DATABASE_FULL_REASON}"
+    assert "the database is full" in worker.log()
+    assert len(stored_message_ids(app)) == 0
+
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(sa.text("DROP TRIGGER disk_is_full ON user_item"))
+        connection.execute(sa.text("DROP FUNCTION disk_is_full()"))
+    # Nothing was lost: the nacked messages come again and are stored, and the reason goes.
+    wait_until(lambda: len(stored_message_ids(app)) == 5, 60, message=f"the messages; log:\n{worker.log()}")
+    wait_until(lambda: polling_status()["reason"] is None, 30, message="the reason to clear")
+    client.post("/polling_pubsub", data={"action": "stop", "subscription": subscription},
+                headers={"X-CSRFToken": auth.csrf_token("/user/alice")})
