@@ -23,7 +23,9 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           "explore.explore", "explore.explore_items", "explore.export_jsonl", "explore.export_csv",
                           "explore.activity", "subscriptions.subscriptions", "subscriptions.start",
                           "subscriptions.stop", "subscriptions.dismiss", "subscriptions.delete",
-                          "admin.publish_message", "admin.replay"}
+                          "admin.publish_message", "admin.replay",
+                          # Issue 20: admin only, 403 to others (tests/test_storage_page.py).
+                          "admin.storage", "admin.set_retention"}
 
 
 @pytest.fixture
