@@ -156,10 +156,19 @@ class SizeStatus:
         return self.size_bytes / self.limit_bytes if self.limit_bytes else None
 
     def words(self) -> str:
-        size = f"{self.size_bytes / 1024 / 1024:,.0f} MB"
         if not self.limit_bytes:
-            return size
-        return f"{size} of {self.limit_bytes / 1024 / 1024:,.0f} MB ({self.share:.0%})"
+            return human_size(self.size_bytes)
+        return f"{human_size(self.size_bytes)} of {human_size(self.limit_bytes)} ({self.share:.0%})"
+
+
+def human_size(size_bytes: int | float) -> str:
+    """1,536 -> '1.5 kB'; binary multiples, as PostgreSQL's pg_size_pretty counts them."""
+    size = float(size_bytes)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def size_status(size_bytes: int) -> SizeStatus:
@@ -217,6 +226,14 @@ class PassRecord:
     slices: int = 0
     default_days: int = 0
     overrides: list[list[Any]] = field(default_factory=list)
+
+    @property
+    def started(self) -> datetime:
+        return datetime.fromisoformat(self.started_at)
+
+    @property
+    def finished(self) -> datetime | None:
+        return datetime.fromisoformat(self.finished_at) if self.finished_at else None
 
     @classmethod
     def load(cls, raw: bytes | str | None) -> PassRecord | None:

@@ -52,7 +52,7 @@ def test_the_storage_page_shows_size_messages_bytes_oldest_and_the_passes(app, c
     response = client.get("/admin/storage")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert re.search(r'id="database-size-words">[\d,]+ MB of 1,000 MB \(\d+%\)<', page)
+    assert re.search(r'id="database-size-words">[\d.,]+ (kB|MB) of 1,000.0 MB \(\d+%\)<', page)
     rows = re.findall(r'<tr class="storage-row" data-user="(\w+)" data-subscription="([^"]+)" data-messages="(\d+)"',
                       page)
     assert rows == [("alice", full("orders"), "5"), ("root", full("monitor-sub"), "1")]

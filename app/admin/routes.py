@@ -148,7 +148,7 @@ def storage():
                            default_days=current_app.config["MESSAGE_RETENTION_DAYS"],
                            interval=current_app.config["RETENTION_INTERVAL_SECONDS"],
                            total_messages=sum(row.messages for row in rows),
-                           total_bytes=sum(row.bytes for row in rows))
+                           total_bytes=sum(row.bytes for row in rows), human_size=retention.human_size)
 
 
 @bp.route("/storage/retention", methods=["POST"])
