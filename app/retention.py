@@ -39,6 +39,9 @@ from app.polling import TaskState, transition
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 5000
+# After each batch a pass rests as long as the batch took, so that it takes at most about half of the
+# database's time for itself and pages polling meanwhile keep their latency (bench/retention.py).
+PAUSE_RATIO = 1.0
 # A pass hands the worker back after this long and goes on at the next maintenance step.
 SLICE_SECONDS = 10.0
 # How long the storage figure shown on the live page may be old.
@@ -52,14 +55,17 @@ DATABASE_FULL_REASON = "the database is full: delete old messages or raise the l
 
 
 def delete_older_than(cutoff: datetime, user_id: int, *criteria: Any, batch_rows: int = BATCH_ROWS,
-                      deadline: float | None = None, progress: Callable[[int], None] | None = None) -> tuple[int, bool]:
+                      deadline: float | None = None, pause_ratio: float = 0.0,
+                      progress: Callable[[int], None] | None = None) -> tuple[int, bool]:
     """Delete the user's messages received before `cutoff` (and matching `criteria`), one batch per
-    transaction; return (how many were deleted, whether all were)."""
+    transaction, resting `pause_ratio` times each batch's duration after it; return (how many were
+    deleted, whether all were)."""
     due = sa.select(UserItem.id).where(UserItem.user_id == user_id, UserItem.received_at < cutoff, *criteria)
     deleted = 0
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             return deleted, False
+        started = time.monotonic()
         batch = due.order_by(UserItem.received_at).limit(batch_rows)
         result = db.session.execute(sa.delete(UserItem).where(UserItem.id.in_(batch)),
                                     execution_options={"synchronize_session": False})
@@ -69,6 +75,8 @@ def delete_older_than(cutoff: datetime, user_id: int, *criteria: Any, batch_rows
             progress(deleted)
         if result.rowcount < batch_rows:
             return deleted, True
+        if pause_ratio > 0:
+            time.sleep((time.monotonic() - started) * pause_ratio)
 
 
 def user_ids() -> list[int]:
@@ -97,8 +105,8 @@ def apply_retention(now: datetime | None = None, deadline: float | None = None) 
     for user_id, subscription, days in overrides():
         if days <= 0:
             continue
-        count, finished = delete_older_than(now - timedelta(days=days), user_id,
-                                            UserItem.subscription == subscription, deadline=deadline)
+        count, finished = delete_older_than(now - timedelta(days=days), user_id, UserItem.subscription == subscription,
+                                            deadline=deadline, pause_ratio=PAUSE_RATIO)
         deleted += count
         if not finished:
             return deleted, False
@@ -106,14 +114,15 @@ def apply_retention(now: datetime | None = None, deadline: float | None = None) 
     if default_days > 0:
         cutoff = now - timedelta(days=default_days)
         for user_id in user_ids():
-            count, finished = delete_older_than(cutoff, user_id, ~has_override(), deadline=deadline)
+            count, finished = delete_older_than(cutoff, user_id, ~has_override(), deadline=deadline,
+                                                pause_ratio=PAUSE_RATIO)
             deleted += count
             if not finished:
                 return deleted, False
     return deleted, True
 
 
-def retention_days_of(user_id: int, subscription: str) -> int:
+def retention_days_of(user_id: int, subscription: str) -> float:
     """The days a user's messages of a subscription are kept (0: forever)."""
     days = db.session.scalar(sa.select(Subscription.retention_days).where(
         Subscription.user_id == user_id, Subscription.name == subscription))
@@ -224,7 +233,7 @@ class PassRecord:
     deleted: int = 0
     size_bytes: int | None = None
     slices: int = 0
-    default_days: int = 0
+    default_days: float = 0
     overrides: list[list[Any]] = field(default_factory=list)
 
     @property
