@@ -31,8 +31,8 @@ def purge_items(cutoff, user_id: int | None, progress=None) -> int:
     """Delete messages received before `cutoff` (of one user, or all), in app.retention's batches; return how many."""
     deleted = 0
     for owner_id in [user_id] if user_id is not None else retention.user_ids():
-        count, _finished = retention.delete_older_than(
-            cutoff, owner_id, progress=progress and (lambda total, before=deleted: progress(before + total)))
+        report = (lambda total, before=deleted: progress(before + total)) if progress else None
+        count, _finished = retention.delete_older_than(cutoff, owner_id, progress=report)
         deleted += count
     return deleted
 

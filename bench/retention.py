@@ -53,6 +53,10 @@ RETENTION_KEY = "pubsub-monitor:gcpubsub-tasks:retention:last"
 WINDOW = 30.0
 
 
+# Stored by the full path, as the app stores it (app.names), so that each page opens on its messages.
+FULL_SUBSCRIPTION = f"projects/bench-project/subscriptions/{SUBSCRIPTION}"
+
+
 def lines(user_ids: list[int], count: int, received_at: str, start: int):
     """COPY lines of ~400-byte JSON messages received at `received_at`, users taking turns."""
     for index in range(start, start + count):
@@ -61,8 +65,8 @@ def lines(user_ids: list[int], count: int, received_at: str, start: int):
                            "logUrl": f"https://console.cloud.google.com/cloud-build/builds/{index}?project=bench",
                            "steps": [{"name": "gcr.io/cloud-builders/docker", "args": ["build", "-t", "app", "."]}]},
                           separators=(",", ":"))
-        yield (f"{user_ids[index % len(user_ids)]}\t{SUBSCRIPTION}\t{index}\t{received_at}\t{received_at}\t{data}\t"
-               f"\\N\tt\t{{}}\t\\N\t\\N\t{len(data)}\n")
+        yield (f"{user_ids[index % len(user_ids)]}\t{FULL_SUBSCRIPTION}\t{index}\t{received_at}\t{received_at}\t"
+               f"{data}\t\\N\tt\t{{}}\t\\N\t\\N\t{len(data)}\n")
 
 
 def copy_lines(engine: sa.Engine, source) -> None:

@@ -272,3 +272,31 @@ def test_a_polling_worker_whose_writes_fail_for_lack_of_space_says_so_then_store
     wait_until(lambda: polling_status()["reason"] is None, 30, message="the reason to clear")
     client.post("/polling_pubsub", data={"action": "stop", "subscription": subscription},
                 headers={"X-CSRFToken": auth.csrf_token("/user/alice")})
+
+
+def test_a_worker_busy_polling_still_runs_the_retention_pass_when_it_is_due(
+    app, client, auth, emulator, pubsub_names, worker_factory
+):
+    alice = create_user(app, "alice", subscriptions=(pubsub_names["subscription_path"],))
+    auth.login()
+    worker = worker_factory(MESSAGE_RETENTION_DAYS="30")
+    with app.app_context():
+        wait_until(retention.next_pass_at, 60, message=f"the first pass at start; log:\n{worker.log()}")
+    response = client.post("/polling_pubsub", data={"action": "start", "subscription": pubsub_names["subscription"]},
+                           headers={"X-CSRFToken": auth.csrf_token("/user/alice")})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    task_id = response.get_json()["task_id"]
+    with app.app_context():
+        wait_until(lambda: db.session.scalar(sa.select(Task.heartbeat_at).where(Task.id == task_id)), 60,
+                   message=f"the worker to be busy polling; log:\n{worker.log()}")
+        db.session.rollback()
+    old = set(store_aged(app, alice, "monitor-sub", 40, 12))
+    kept = set(store_aged(app, alice, "monitor-sub", 1, 2))
+    # The next pass is due now; the only worker is busy, so its heartbeat loop must run it.
+    with app.app_context():
+        app.redis.delete(retention.redis_key("next"))
+    wait_until(lambda: not (stored_message_ids(app) & old), 90,
+               message=f"the busy worker's retention pass; log:\n{worker.log()}")
+    assert kept <= stored_message_ids(app)
+    client.post("/polling_pubsub", data={"action": "stop", "subscription": pubsub_names["subscription"]},
+                headers={"X-CSRFToken": auth.csrf_token("/user/alice")})
