@@ -62,6 +62,15 @@ class Config:
     MAX_POLLING_STREAMS = int(os.environ.get("MAX_POLLING_STREAMS") or 8)
     # Most polling tasks one user may have waiting or running at once (admins included).
     MAX_TASKS_PER_USER = int(os.environ.get("MAX_TASKS_PER_USER") or 5)
+    # Retention (app.retention): stored messages older than this many days are deleted by the
+    # worker's maintenance step, every RETENTION_INTERVAL_SECONDS; 0 keeps them forever. An admin
+    # may override the days per subscription on /admin/storage.
+    # Decimals are allowed (0.5 keeps twelve hours): a small plan may not hold a day of a busy topic.
+    MESSAGE_RETENTION_DAYS = float(os.environ.get("MESSAGE_RETENTION_DAYS") or 30)
+    RETENTION_INTERVAL_SECONDS = int(os.environ.get("RETENTION_INTERVAL_SECONDS") or 3600)
+    # The database plan's size in MB (docs/retention.md lists Heroku's); admins are warned at 80%
+    # and 95% of it. 0: no limit known, no warning.
+    DATABASE_SIZE_LIMIT_MB = float(os.environ.get("DATABASE_SIZE_LIMIT_MB") or 0)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 

@@ -10,13 +10,13 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from flask_migrate import upgrade
 
+from app import retention
 from app.extensions import db
 from app.models import Subscription, User, UserItem, utcnow
 from app.names import canonical_subscription
 from app.users import UserRuleError, all_users, create_user, delete_user, reset_password, set_admin
 from app.users import find_user as lookup_user
 
-PURGE_BATCH_ROWS = 5000
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -29,21 +29,14 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 
-def purge_items(cutoff, user_id: int | None, batch_rows: int = PURGE_BATCH_ROWS, progress=None) -> int:
-    """Delete items received before `cutoff`, a batch of ids per transaction; return how many."""
+def purge_items(cutoff, user_id: int | None, progress=None) -> int:
+    """Delete messages received before `cutoff` (of one user, or all), in app.retention's batches; return how many."""
     deleted = 0
-    while True:
-        query = sa.select(UserItem.id).where(UserItem.received_at < cutoff).order_by(UserItem.id).limit(batch_rows)
-        if user_id is not None:
-            query = query.where(UserItem.user_id == user_id)
-        ids = db.session.scalars(query).all()
-        if not ids:
-            return deleted
-        result = db.session.execute(sa.delete(UserItem).where(UserItem.id.in_(ids)))
-        db.session.commit()
-        deleted += result.rowcount
-        if progress:
-            progress(deleted)
+    for owner_id in [user_id] if user_id is not None else retention.user_ids():
+        report = (lambda total, before=deleted: progress(before + total)) if progress else None
+        count, _finished = retention.delete_older_than(cutoff, owner_id, progress=report)
+        deleted += count
+    return deleted
 
 
 def ensure_admin() -> tuple[User, bool, str | None]:

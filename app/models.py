@@ -273,6 +273,9 @@ class Subscription(db.Model):
     user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
     name: so.Mapped[str] = so.mapped_column(sa.String(512))
     created_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+    # Days this user's messages of this subscription are kept (0: forever); None follows
+    # MESSAGE_RETENTION_DAYS. Set by an admin on /admin/storage (app.retention).
+    retention_days: so.Mapped[int | None] = so.mapped_column()
 
     user: so.Mapped[User] = so.relationship()
 

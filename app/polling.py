@@ -239,6 +239,8 @@ def status(user: User, subscription: str) -> dict[str, Any]:
     })
     if not task.complete:
         answer["status"] = "queued" if state == TaskState.QUEUED else "polling"
+        if task.state_reason:  # a running task may say why it is held back (app.retention: the database is full)
+            answer["words"] = f"{STAGE_WORDS[state]}: {task.state_reason}"
         try:
             alive = job_is_alive(task, current_app.redis, utcnow())
             info = queue_info(task, current_app.redis) if state == TaskState.QUEUED else None

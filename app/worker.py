@@ -3,7 +3,9 @@
 Procfile: `rq worker ... -w app.worker.PollingWorker ...`. HerokuWorker already handles
 Heroku's SIGTERM well (the running job is told to stop, not killed mid-write). This class
 adds one maintenance step, run at start and every MAINTENANCE_SECONDS while idle: polling
-Tasks left running by a worker that died are resumed (see app.polling.reconcile).
+Tasks left running by a worker that died are resumed (see app.polling.reconcile), and the
+retention pass runs when it is due (app.retention). A worker busy polling runs the retention
+pass too, from its heartbeat loop, so that a deployment whose only worker polls still has one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,32 @@ class PollingWorker(HerokuWorker):
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         self.reconcile_polling_tasks()
+        self.apply_retention()
+
+    def maintain_heartbeats(self, job, execution):
+        super().maintain_heartbeats(job, execution)
+        # Every job_monitoring_interval while a work horse runs; a slice is short (SLICE_SECONDS).
+        self.apply_retention()
+
+    def apply_retention(self) -> None:
+        from app import create_app
+        from app.extensions import db
+        from app.retention import run_if_due
+
+        if self._flask_app is None:
+            self._flask_app = create_app()
+        with self._flask_app.app_context():
+            try:
+                record = run_if_due()
+            except Exception:  # a process boundary: a failed pass must not stop the worker
+                self.log.exception("Retention pass failed; will try again")
+                return
+            finally:
+                db.session.remove()
+                db.engine.dispose()
+        if record is not None:
+            self.log.info("Retention pass %s: %d messages deleted so far%s", record.started_at, record.deleted,
+                          "" if record.finished_at else " (goes on at the next maintenance step)")
 
     def reconcile_polling_tasks(self) -> None:
         from app import create_app

@@ -60,6 +60,8 @@ NOTIFICATIONS_PER_USER = 500
 POLL_SECONDS = 5.0
 SCROLL_EVERY = 3  # ticks
 SUBSCRIPTION = "bench-sub"
+# Stored as the app stores every subscription: by its full path (app_env's project).
+SUBSCRIPTION_PATH = f"projects/bench-project/subscriptions/{SUBSCRIPTION}"
 ACCESS_FORMAT = "BENCH %(U)s %(D)s %(s)s q=%(q)s"
 PAGE_ATTRIBUTE = re.compile(r'data-(newest-id|oldest-id|notifications-since)="([^"]*)"')
 ENDPOINTS = ["/notifications", "/useritems?after (poll)", "/useritems?before (scroll)", "/user/<name> (page)"]
@@ -107,7 +109,7 @@ def item_lines(user_ids: list[int], count: int, start: int = 0):
             "sequence": index,
         }, separators=(",", ":"))
         attributes = json.dumps({"buildId": str(build_id), "status": statuses[index % 5]})
-        yield (f"{user_ids[index % len(user_ids)]}\t{SUBSCRIPTION}\t{index}\t2026-11-29 12:00:00+00\t"
+        yield (f"{user_ids[index % len(user_ids)]}\t{SUBSCRIPTION_PATH}\t{index}\t2026-11-29 12:00:00+00\t"
                f"2026-11-29 12:00:01+00\t{data}\t\\N\tt\t{attributes}\t\\N\t\\N\t{len(data)}\n")
 
 

@@ -27,7 +27,9 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           # Issue 16: the account page is the user's own; the users pages answer 403 to
                           # non-admins (test_users_admin.py).
                           "auth.account", "admin.users_list", "admin.users_reset_password", "admin.users_set_admin",
-                          "admin.users_delete"}
+                          "admin.users_delete",
+                          # Issue 20: admin only, 403 to others (tests/test_storage_page.py).
+                          "admin.storage", "admin.set_retention"}
 
 
 @pytest.fixture

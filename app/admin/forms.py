@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
+from wtforms import BooleanField, HiddenField, IntegerField, StringField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
 
 def parse_attributes(text: str) -> dict[str, str]:
@@ -35,6 +35,15 @@ class PublishForm(FlaskForm):
 class ReplayForm(FlaskForm):
     topic = StringField("Topic (empty: the topic of the message's subscription)", validators=[Length(max=512)])
     submit = SubmitField("Replay")
+
+
+class RetentionForm(FlaskForm):
+    """One user's retention for one subscription: days (0 keeps forever), empty for the default."""
+
+    user_id = HiddenField(validators=[DataRequired()])
+    subscription = HiddenField(validators=[DataRequired(), Length(max=512)])
+    days = IntegerField("Days", validators=[Optional(), NumberRange(min=0, max=36500)])
+    submit = SubmitField("Set")
 
 
 class CreateUserForm(FlaskForm):

@@ -1,18 +1,24 @@
-"""Admin only: publish a message from the UI, and replay a stored one unchanged."""
+"""Admin only: publish a message from the UI, replay a stored one unchanged, and the storage page."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from functools import wraps
 
-from flask import abort, current_app, render_template
+import sqlalchemy as sa
+from flask import abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from google.api_core import exceptions as api_exceptions
+from redis import RedisError
 
+from app import retention
 from app.admin import bp
-from app.admin.forms import PublishForm, ReplayForm, parse_attributes
+from app.admin.forms import PublishForm, ReplayForm, RetentionForm, parse_attributes
 from app.admin.publishing import EMPTY_MESSAGE, is_empty_message, publish_one
 from app.extensions import db
-from app.models import UserItem
+from app.models import User, UserItem, as_utc
+from app.names import InvalidSubscriptionName, canonical_subscription, short_subscription
 from app.pubsub.client import SetupError, make_publisher_client, topic_path
 from app.subscriptions.checks import SubscriptionUnavailable, check_subscription
 
@@ -89,3 +95,106 @@ def replay(item_id):
     message_id, error = publish(topic, original["data"], original["attributes"], original["ordering_key"])
     return render_template("admin/replayed.html", item=item, topic=topic, message_id=message_id,
                            error=error), 200 if error is None else 502
+
+
+@dataclass
+class StorageRow:
+    user_id: int
+    username: str
+    subscription: str
+    messages: int
+    bytes: int
+    oldest: datetime | None
+    override: int | None
+    days: int
+
+
+def storage_rows() -> list[StorageRow]:
+    """Messages, bytes and the oldest message per user and subscription, with each one's retention."""
+    default_days = current_app.config["MESSAGE_RETENTION_DAYS"]
+    overrides = {(user_id, name): days for user_id, name, days in retention.overrides()}
+    counts = db.session.execute(
+        sa.select(UserItem.user_id, UserItem.subscription, sa.func.count().label("messages"),
+                  sa.func.coalesce(sa.func.sum(UserItem.size), 0).label("bytes"),
+                  sa.func.min(UserItem.received_at).label("oldest"))
+        .group_by(UserItem.user_id, UserItem.subscription)
+    ).all()
+    found = {(row.user_id, row.subscription): row for row in counts}
+    usernames = {user_id: name for user_id, name in db.session.execute(sa.select(User.id, User.username))}
+    rows = []
+    keys = sorted(set(found) | set(overrides), key=lambda key: (usernames.get(key[0], ""), key[1]))
+    for user_id, subscription in keys:
+        counted = found.get((user_id, subscription))
+        override = overrides.get((user_id, subscription))
+        rows.append(StorageRow(
+            user_id=user_id, username=usernames.get(user_id, "?"), subscription=subscription,
+            messages=counted.messages if counted else 0, bytes=int(counted.bytes) if counted else 0,
+            oldest=as_utc(counted.oldest) if counted else None, override=override,
+            days=default_days if override is None else override,
+        ))
+    return rows
+
+
+@bp.route("/storage")
+@login_required
+@admin_required
+def storage():
+    """The database's size, messages per subscription, and the retention passes (last and next)."""
+    status = retention.size_status(retention.database_size_bytes())
+    try:
+        last, next_at, schedule_known = retention.last_pass(), retention.next_pass_at(), True
+    except RedisError:
+        last, next_at, schedule_known = None, None, False
+    rows = storage_rows()
+    forms = {}
+    for row in rows:
+        form = RetentionForm(formdata=None, user_id=row.user_id, subscription=row.subscription, days=row.override)
+        forms[(row.user_id, row.subscription)] = form
+    return render_template("admin/storage.html", status=status, rows=rows, forms=forms, last=last,
+                           next_at=next_at, schedule_known=schedule_known,
+                           default_days=current_app.config["MESSAGE_RETENTION_DAYS"],
+                           interval=current_app.config["RETENTION_INTERVAL_SECONDS"],
+                           total_messages=sum(row.messages for row in rows),
+                           total_bytes=sum(row.bytes for row in rows), human_size=retention.human_size)
+
+
+@bp.route("/storage/retention", methods=["POST"])
+@login_required
+@admin_required
+def set_retention():
+    """Set one user's retention for one subscription (empty days: back to MESSAGE_RETENTION_DAYS)."""
+    form = RetentionForm()
+    if not form.validate_on_submit():
+        problems = "; ".join(f"{name}: {', '.join(errors)}" for name, errors in form.errors.items())
+        flash(f"Retention not changed: {problems}", "danger")
+        return redirect(url_for("admin.storage")), 303
+    if not form.user_id.data.isdigit():
+        abort(400, "The retention form names no user.")
+    user = db.get_or_404(User, int(form.user_id.data))
+    try:
+        subscription = canonical_subscription(form.subscription.data, current_app.config["GCP_PROJECT_ID"])
+    except InvalidSubscriptionName as error:
+        abort(400, str(error))
+    retention.set_retention_days(user.id, subscription, form.days.data)
+    db.session.commit()
+    current_app.logger.info("Admin %s set the retention of %s for %s to %s", current_user.username, subscription,
+                            user.username, "the default" if form.days.data is None else f"{form.days.data} days")
+    kept = "the default" if form.days.data is None else ("forever" if form.days.data == 0 else f"{form.days.data} days")
+    flash(f"{user.username}'s messages of {short_subscription(subscription, current_app.config['GCP_PROJECT_ID'])} "
+          f"are now kept {'for ' if form.days.data else ''}{kept}.", "success")
+    return redirect(url_for("admin.storage")), 303
+
+
+@bp.app_context_processor
+def storage_warning():
+    """`database_size_warning()` for the live page: the size status when an admin should see it, else None."""
+
+    def database_size_warning() -> retention.SizeStatus | None:
+        if not (current_user.is_authenticated and current_user.is_admin):
+            return None
+        if current_app.config["DATABASE_SIZE_LIMIT_MB"] <= 0:
+            return None
+        status = retention.cached_size_status()
+        return status if status.level != "ok" else None
+
+    return {"database_size_warning": database_size_warning}

@@ -1,4 +1,4 @@
-"""/healthz for uptime monitors: the database, Redis and the latest worker heartbeat. No auth, no secrets."""
+"""/healthz for uptime monitors: the database and its size, Redis and the workers' heartbeat. No auth, no secrets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from redis import RedisError
 from rq import Worker
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import retention
 from app.extensions import db, limiter
 from app.health import bp
 from app.models import Task, as_utc, iso, utcnow
@@ -31,6 +32,9 @@ def healthz():
     try:
         _result, elapsed = _timed(lambda: db.session.execute(sa.text("SELECT 1")).scalar())
         checks["database"] = {"status": "ok", "ms": elapsed}
+        size = retention.size_status(retention.database_size_bytes())
+        checks["database"].update({"size_bytes": size.size_bytes, "size_limit_bytes": size.limit_bytes,
+                                   "size_level": size.level})
     except SQLAlchemyError as error:
         db.session.rollback()
         healthy = False

@@ -15,7 +15,7 @@ from redis import RedisError
 from rq.exceptions import ShutDownImminentException
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import polling
+from app import polling, retention
 from app.extensions import db
 from app.models import Task, stream_job_id
 from app.polling import RESUMED_STAGE, TaskState, mark_alive
@@ -174,6 +174,7 @@ class Poller:
                 self.task_id, len(batch.rows), error.__class__.__name__,
             )
             self.source.nack(batch)
+            retention.report_write_failure(self.task_id, error, self.source.mode)
             return False
         self.write_failures = 0
         self.source.ack(batch)
