@@ -70,6 +70,7 @@ def pages_to_check(app):
         ("Activity with a field error", "/activity?range=custom&from=bad"),
         ("Account", "/account"),
         ("Users (admin)", "/admin/users"),
+        ("Storage (admin)", "/admin/storage"),
         ("Delete user (admin)", f"/admin/users/{bob}/delete"),
         ("Publish (admin)", "/admin/publish"),
         ("Not found", "/user/nobody"),
@@ -103,7 +104,6 @@ def test_no_critical_or_serious_axe_violation_on_any_page(browser, live_server, 
         report["Sign-in, wrong password"] = violations_on(page, axe)
         page.close()
         page = sign_in(context, "root", TEST_PASSWORD)
-        dark_highlight_styles = "[data-bs-theme=dark]" in page.request.get("/pygments.css").text()
         for name, path in pages_to_check:
             page.goto(path)
             report[name] = violations_on(page, axe)
@@ -122,13 +122,4 @@ def test_no_critical_or_serious_axe_violation_on_any_page(browser, live_server, 
         print("\n" + "\n".join(lines))
     blocking = {name: [v["id"] for v in violations if v["impact"] in BLOCKING_IMPACTS]
                 for name, violations in report.items()}
-    if colour_scheme == "dark" and not dark_highlight_styles:
-        # Until the dark Pygments styles are merged (issue 16 point 4, branch pages-live), highlighted
-        # code keeps its light colours in dark mode: everything else must pass, then the test is xfail.
-        others = {name: [v["id"] for v in outside_highlighted_code(violations) if v["impact"] in BLOCKING_IMPACTS]
-                  for name, violations in report.items()}
-        assert not any(others.values()), {name: ids for name, ids in others.items() if ids}
-        if any(blocking.values()):
-            pytest.xfail("highlighted code has no dark Pygments style yet: " + str(
-                {name: ids for name, ids in blocking.items() if ids}))
     assert not any(blocking.values()), {name: ids for name, ids in blocking.items() if ids}
