@@ -48,3 +48,32 @@ def test_putting_a_key_again_replaces_its_size():
     cache.put((1, "sub", "1"), row(1, 5000))
     assert cache.bytes == sys.getsizeof(row(1, 5000))
     assert len(cache.rows) == 1
+
+
+def test_a_reused_id_never_shows_another_users_message(app, client, auth):
+    """Issue 14, finding 6: after a delete, a database may give the same id to another user's message
+    (SQLite reuses the highest id), with the same subscription and message id (the emulator numbers
+    messages from 1 after a restart). The cached row must not be served for it."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from app.extensions import db
+    from app.models import UserItem
+    from tests.conftest import TEST_PASSWORD, create_user, store_item
+
+    alice = create_user(app, "alice")
+    bob = create_user(app, "bob")
+    item_id = store_item(app, alice, {"owner": "alice-secret"}, message_id="1")
+    auth.login("alice")
+    assert "alice-secret" in "".join(client.get("/useritems?after=0").get_json()["items"])  # now cached
+    with app.app_context():
+        db.session.execute(sa.delete(UserItem).where(UserItem.id == item_id))
+        db.session.add(UserItem(id=item_id, user_id=bob, subscription=app.config["SUBSCRIPTION_NAME"],
+                                message_id="1", publish_time=datetime.now(UTC), data_text='{"owner": "bob"}',
+                                is_json=True, attributes_json="{}", size=16))
+        db.session.commit()
+    client.post("/logout", data={"csrf_token": auth.csrf_token("/user/alice")})
+    auth.login("bob", TEST_PASSWORD)
+    shown = "".join(client.get("/useritems?after=0").get_json()["items"])
+    assert "alice-secret" not in shown and "bob" in shown
