@@ -64,3 +64,39 @@ def test_timestamps_reach_the_page_with_a_z(app, client, auth):
     assert 'datetime="2026-12-01T03:30:00Z"' in row
     assert not re.search(r'datetime="[^"]*(\+00:00|\d)"', row)
     assert 'datetime="2026-12-01T03:30:00Z"' in client.get(f"/useritems/{item_id}").get_data(as_text=True)
+
+
+def test_activity_reads_a_custom_day_and_labels_its_chart_in_the_zone_given(app, client, auth):
+    alice = create_user(app, "alice")
+    store_known_message(app, alice)  # 30 November in New York, 1 December in Kolkata
+    auth.login("alice")
+    day = {"range": "custom", "from": "2026-12-01", "to": "2026-12-01"}
+
+    def summary(**zone) -> str:
+        page = client.get("/activity", query_string={**day, **zone}).get_data(as_text=True)
+        return re.search(r'id="activity-summary"[^>]*>(.*?)</p>', page, re.S).group(1)
+
+    kolkata, new_york = summary(tz="Asia/Kolkata"), summary(tz="America/New_York")
+    assert kolkata.split()[0] == "1" and "Asia/Kolkata" in kolkata and "2026-12-01 00:00" in kolkata
+    assert new_york.split()[0] == "0" and "America/New_York" in new_york
+    assert summary().split()[0] == "1" and "UTC" in summary()  # UTC without a zone
+    assert client.get("/activity", query_string={**day, "tz": "Mars/Olympus"}).status_code == 400
+
+
+@pytest.mark.browser
+def test_activity_follows_the_browsers_zone(app, browser, live_server):
+    from tests.test_browser import sign_in
+
+    create_user(app, "alice")
+    context = browser.new_context(base_url=live_server, timezone_id="America/New_York")
+    try:
+        page = sign_in(context)
+        page.goto("/activity")
+        page.wait_for_function("() => location.search.includes('tz=')")
+        assert "tz=America%2FNew_York" in page.url, page.url
+        assert "(times in America/New_York)" in page.inner_text("#counts-title")
+        page.click("#utc-switch")
+        page.wait_for_function("() => location.search.includes('tz=UTC')")
+        assert "(times in UTC)" in page.inner_text("#counts-title")
+    finally:
+        context.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -37,6 +37,15 @@ class TimeWindow:
     start: datetime
     end: datetime
     step: timedelta
+    # The zone the page shows times in (the browser's, or UTC): labels are written in it.
+    zone: tzinfo = UTC
+
+    @property
+    def zone_name(self) -> str:
+        return "UTC" if self.zone is UTC else str(self.zone)
+
+    def in_zone(self, moment: datetime) -> datetime:
+        return moment.astimezone(self.zone)
 
     @property
     def bucket_count(self) -> int:
@@ -62,21 +71,21 @@ def choose_step(span: timedelta) -> timedelta:
     return next((step for step in BUCKET_STEPS if span / step <= MAX_BUCKETS), BUCKET_STEPS[-1])
 
 
-def time_window(start: datetime, end: datetime) -> TimeWindow:
-    """The buckets covering [start, end), widened to whole buckets."""
+def time_window(start: datetime, end: datetime, zone: tzinfo = UTC) -> TimeWindow:
+    """The buckets covering [start, end), widened to whole buckets, labelled in `zone`."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     step = choose_step(end - start)
     first = _floor(start, step)
     last = _floor(end, step)
     if last < end:
         last += step
-    return TimeWindow(first, max(last, first + step), step)
+    return TimeWindow(first, max(last, first + step), step, zone)
 
 
-def preset_window(range_name: str, now: datetime) -> TimeWindow:
+def preset_window(range_name: str, now: datetime, zone: tzinfo = UTC) -> TimeWindow:
     """The last hour, day or week up to now, the current bucket included."""
     now = now.astimezone(UTC)
-    return time_window(now - RANGES[range_name], now + timedelta(microseconds=1))
+    return time_window(now - RANGES[range_name], now + timedelta(microseconds=1), zone)
 
 
 # --- SQL expressions ---------------------------------------------------------------------------------
@@ -205,6 +214,7 @@ def _number(value: float, unit: str = "") -> str:
 
 
 def _time_label(moment: datetime, window: TimeWindow) -> str:
+    moment = window.in_zone(moment)
     if window.end - window.start <= timedelta(days=1) + window.step:
         return moment.strftime("%b %d") if (moment.hour, moment.minute) == (0, 0) else moment.strftime("%H:%M")
     if window.step >= timedelta(days=1) or (moment.hour, moment.minute) == (0, 0):

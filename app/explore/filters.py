@@ -37,7 +37,7 @@ _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 def parse_zone(value: str | None) -> tzinfo:
     """The time zone a page's date inputs are read in (an IANA name the browser sends; default UTC)."""
     value = (value or "").strip()
-    if not value or value.upper() == "UTC":
+    if not value or value.upper() in ("UTC", "ETC/UTC", "GMT", "ETC/GMT"):
         return UTC
     try:
         if len(value) > 64:  # IANA names are short; a long one would only reach the file system

@@ -39,7 +39,7 @@ from app.explore.charts import (
     top_with_other,
 )
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
-from app.explore.filters import FilterError, ItemFilter, parse_time
+from app.explore.filters import FilterError, ItemFilter, parse_time, parse_zone
 from app.extensions import db
 from app.items import id_argument, keyset_page, list_items, render_item_row
 from app.models import UserItem
@@ -181,9 +181,14 @@ def activity():
     if range_name not in (*RANGES, "custom"):
         errors["range"] = "Choose 1 h, 24 h, 7 d or custom."
         range_name = "24h"
-    window = preset_window(range_name if range_name != "custom" else "24h", now)
+    try:
+        zone = parse_zone(request.args.get("tz"))
+    except FilterError as error:
+        errors["range"] = f"{str(error)[:1].upper()}{str(error)[1:]}."
+        zone = UTC
+    window = preset_window(range_name if range_name != "custom" else "24h", now, zone)
     if range_name == "custom":
-        window = custom_window(request.args, now, errors) or window
+        window = custom_window(request.args, now, errors, zone) or window
     subscription = request.args.get("sub", "").strip()
     if subscription:
         subscription = lenient_canonical(subscription, current_app.config["GCP_PROJECT_ID"])
@@ -251,12 +256,13 @@ def activity():
     return page, 400 if errors else 200
 
 
-def custom_window(args, now: datetime, errors: dict[str, str]) -> TimeWindow | None:
-    """The window of a custom range, or None with the reasons in `errors`."""
+def custom_window(args, now: datetime, errors: dict[str, str], zone=UTC) -> TimeWindow | None:
+    """The window of a custom range read in `zone` (a to-date includes its whole day), or None with
+    the reasons in `errors`."""
     start = end = None
     for name in ("from", "to"):
         try:
-            moment = parse_time(args.get(name, ""), name)
+            moment = parse_time(args.get(name, ""), name, zone, end_of_day=name == "to")
         except FilterError as error:
             errors[name] = f"{str(error)[:1].upper()}{str(error)[1:]}."
             continue
@@ -275,4 +281,4 @@ def custom_window(args, now: datetime, errors: dict[str, str]) -> TimeWindow | N
         errors["to"] = "The end must come after the start."
     elif end - start > MAX_CUSTOM_RANGE:
         errors["to"] = f"A range covers at most {MAX_CUSTOM_RANGE.days} days."
-    return None if errors else time_window(start, end)
+    return None if errors else time_window(start, end, zone)

@@ -70,6 +70,19 @@
     document.querySelectorAll("input.zone-input").forEach(function (input) { input.value = zone === "local" ? "" : zone; });
   }
 
+  // A page drawn by the server in one zone (the Activity charts: data-rendered-zone) is asked for
+  // again in the zone shown; the URL's tz says which one was asked for, so this never loops.
+  function followZone() {
+    const drawn = document.querySelector("[data-rendered-zone]");
+    if (!drawn) { return; }
+    const shown = zoneName();
+    const wanted = ["local", "UTC", "Etc/UTC", "GMT", "Etc/GMT"].indexOf(shown) >= 0 ? "UTC" : shown;
+    const url = new URL(window.location.href);
+    if (drawn.getAttribute("data-rendered-zone") === wanted || url.searchParams.get("tz") === wanted) { return; }
+    url.searchParams.set("tz", wanted);
+    window.location.replace(url.toString());
+  }
+
   window.pubsubDisplay = {formatTimes: formatTimes, zoneName: zoneName};
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -89,9 +102,11 @@
       zoneSwitch.addEventListener("change", function () {
         store(ZONE_KEY, zoneSwitch.checked ? "utc" : null);
         formatTimes(document);
+        followZone();
       });
     }
     formatTimes(document);
+    followZone();
     // "2 min ago" keeps counting.
     window.setInterval(function () { formatTimes(document); }, 30000);
   });
