@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         # from anyone polling the default one (Pub/Sub gives each message to one of them).
         publish("--create", "--subscription", DEMO_SUBSCRIPTION, "--count", "0")
         page.goto(url + "/subscriptions")
-        row = page.locator(f"tr.subscription-row[data-name='{DEMO_SUBSCRIPTION}']")
+        # Subscriptions are listed by their full path, projects/P/subscriptions/S.
+        row = page.locator(f"tr.subscription-row[data-name$='/subscriptions/{DEMO_SUBSCRIPTION}']")
         if row.count() == 0:
             page.fill("#add-subscription input[name=name]", DEMO_SUBSCRIPTION)
             page.click("#add-subscription [type=submit]")
@@ -111,16 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         # The odd payloads first, so that Cloud Build's JSON is on top.
         publish("--count", "0", "--binary", "--invalid-json")
         publish("--count", "12", "--seed", "7")
-        page.goto(url + f"/user/{args.user}")
+        page.goto(url + f"/user/{args.user}?subscription={DEMO_SUBSCRIPTION}")
         deadline = time.monotonic() + 60
         # The page's strict CSP forbids the evaluated script wait_for_function would use.
-        while page.locator("#useritems tr").count() < 15:
+        while page.locator("#useritems tr.useritem").count() < 15:
             if time.monotonic() > deadline:
                 raise SystemExit("the published messages did not reach the page within 60 s; is a worker running?")
             time.sleep(0.5)
+        page.click("#useritems tr.useritem >> nth=1 >> button.item-toggle")  # one row expanded, the rest compact
         shoot("live")
 
-        page.click("#useritems tr >> nth=0 >> a")
+        page.click("#useritems tr.useritem >> nth=0 >> a.message-id")
         page.wait_for_load_state("networkidle")
         shoot("message")
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         shoot("search")
         page.goto(url + "/subscriptions")
         shoot("subscriptions")
-        page.goto(url + "/activity?unit=minute&attribute=status")
+        page.goto(url + "/activity?range=1h&tz=UTC&attribute=status")
         shoot("activity")
         page.goto(url + "/admin/publish")
         page.click("#publish-form [type=submit]")  # nothing filled in: the form's refusal
