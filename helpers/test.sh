@@ -14,7 +14,7 @@ echo "==> ruff"
 
 mkdir -p test-artifacts
 echo "==> pytest on SQLite"
-TEST_DATABASE_URL= .venv/bin/python -m pytest "$@"
+TEST_DATABASE_URL= .venv/bin/python -m pytest --durations=15 "$@"
 echo "==> pytest on PostgreSQL ($pg_url)"
-TEST_DATABASE_URL="$pg_url" .venv/bin/python -m pytest "$@"
+TEST_DATABASE_URL="$pg_url" .venv/bin/python -m pytest --durations=15 "$@"
 echo "==> all tests passed on SQLite and PostgreSQL"

@@ -50,6 +50,17 @@ def pytest_report_header(config):
 
 
 POSTGRES_ONLY = "runs in the PostgreSQL pass only"
+BROWSER_ONCE = ("the browser suite runs once, in the SQLite pass: the pages are the same on both databases, "
+                "and every query they make is tested on PostgreSQL without a browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep `make test` within its budget: browser tests run in the SQLite pass only."""
+    if database_kind() != "postgresql":
+        return
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.skip(reason=BROWSER_ONCE))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

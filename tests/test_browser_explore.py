@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.bulk import insert_rows, item_row
 from tests.conftest import ARTIFACTS, create_user, store_item, store_items
 from tests.test_browser import LIVE_UPDATE_MS, browser_context, sign_in  # noqa: F401
+
+pytestmark = pytest.mark.browser
 
 
 def test_activity_chart_renders_in_chromium_and_is_saved_as_a_screenshot(app, browser_context):  # noqa: F811 (fixture from tests.test_browser)
