@@ -92,11 +92,11 @@ def test_activity_follows_the_browsers_zone(app, browser, live_server):
     try:
         page = sign_in(context)
         page.goto("/activity")
-        page.wait_for_function("() => location.search.includes('tz=')")
+        page.wait_for_url(re.compile(r"[?&]tz="))
         assert "tz=America%2FNew_York" in page.url, page.url
         assert "(times in America/New_York)" in page.inner_text("#counts-title")
         page.click("#utc-switch")
-        page.wait_for_function("() => location.search.includes('tz=UTC')")
+        page.wait_for_url(re.compile(r"[?&]tz=UTC"))
         assert "(times in UTC)" in page.inner_text("#counts-title")
     finally:
         context.close()

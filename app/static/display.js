@@ -76,7 +76,7 @@
     const drawn = document.querySelector("[data-rendered-zone]");
     if (!drawn) { return; }
     const shown = zoneName();
-    const wanted = ["local", "UTC", "Etc/UTC", "GMT", "Etc/GMT"].indexOf(shown) >= 0 ? "UTC" : shown;
+    const wanted = ["local", "UTC", "Etc/UTC", "GMT", "Etc/GMT"].includes(shown) ? "UTC" : shown;
     const url = new URL(window.location.href);
     if (drawn.getAttribute("data-rendered-zone") === wanted || url.searchParams.get("tz") === wanted) { return; }
     url.searchParams.set("tz", wanted);
