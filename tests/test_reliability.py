@@ -418,7 +418,7 @@ def _login(each) -> str:
 
 
 def test_deleted_subscription_fails_with_reason_and_is_not_retried(
-    app, emulator, pubsub_names, worker_factory
+    app, emulator, pubsub_names, worker_factory, require_postgres
 ):
     user_id = create_user(app, "alice")
     worker = worker_factory()

@@ -275,7 +275,7 @@ def test_a_polling_worker_whose_writes_fail_for_lack_of_space_says_so_then_store
 
 
 def test_a_worker_busy_polling_still_runs_the_retention_pass_when_it_is_due(
-    app, client, auth, emulator, pubsub_names, worker_factory
+    app, client, auth, emulator, pubsub_names, worker_factory, require_postgres
 ):
     alice = create_user(app, "alice", subscriptions=(pubsub_names["subscription_path"],))
     auth.login()
