@@ -266,6 +266,10 @@ class UserItem(db.Model):
                 "ordering_key": self.ordering_key or ""}
 
 
+SUBSCRIPTION_EXISTING = "existing"
+SUBSCRIPTION_TAP = "tap"
+
+
 class Subscription(db.Model):
     """A subscription a user watches: the short name or the full path they gave, checked when added."""
 
@@ -276,6 +280,13 @@ class Subscription(db.Model):
     # Days this user's messages of this subscription are kept (0: forever); None follows
     # MESSAGE_RETENTION_DAYS. Set by an admin on /admin/storage (app.retention).
     retention_days: so.Mapped[int | None] = so.mapped_column()
+    # "existing": made elsewhere, polled here (its messages are shared with its other consumers);
+    # "tap": created by the app on `topic` for this user alone, deleted with the row.
+    kind: so.Mapped[str] = so.mapped_column(sa.String(16), default=SUBSCRIPTION_EXISTING,
+                                            server_default=SUBSCRIPTION_EXISTING)
+    # The topic's full path and the Pub/Sub filter expression; None when not known.
+    topic: so.Mapped[str | None] = so.mapped_column(sa.String(512))
+    filter: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     user: so.Mapped[User] = so.relationship()
 
