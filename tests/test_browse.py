@@ -74,12 +74,14 @@ def test_any_signed_in_user_sees_topics_and_subscriptions_with_their_settings(ap
         found = dict(re.findall(r'<td class="small sub-([a-z-]+)">(.*?)</td>', row, re.S))
         return {key: html.unescape(re.sub(r"<[^>]+>", "", value)).strip() for key, value in found.items()}
 
+    # Names in the app's own project show as their ids (the full path is their title).
+    assert f'<code title="{topic}">orders</code>' in page
     assert cells(detailed) == {
-        "topic": topic, "filter": 'attributes.region = "eu"', "ack-deadline": "45 s", "retention": "1 day 12 hours",
-        "dead-letter": f"to {dead_letters} after 7 attempts", "expiration": "after 2 days of inactivity",
+        "topic": "orders", "filter": 'attributes.region = "eu"', "ack-deadline": "45 s", "retention": "1 day 12 hours",
+        "dead-letter": "to orders-dead after 7 attempts", "expiration": "after 2 days of inactivity",
     }
     assert cells(plain) == {
-        "topic": topic, "filter": "none", "ack-deadline": "10 s", "retention": "7 days", "dead-letter": "none",
+        "topic": "orders", "filter": "none", "ack-deadline": "10 s", "retention": "7 days", "dead-letter": "none",
         "expiration": "never",
     }
     assert ">tap</span>" in re.search(rf'data-name="{detailed}">(.*?)</tr>', page, re.S).group(1)
