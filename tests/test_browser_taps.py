@@ -10,12 +10,14 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from axe_playwright_python.sync_playwright import Axe
 from google.cloud import pubsub_v1
 from playwright.sync_api import expect
 
 from app.extensions import db
 from app.models import SUBSCRIPTION_EXISTING, SUBSCRIPTION_TAP, Subscription
 from tests.conftest import create_user, store_items
+from tests.test_accessibility import BLOCKING_IMPACTS, violations_on
 from tests.test_browser import LIVE_UPDATE_MS, sign_in
 from tests.test_browser_pages import new_context, shoot  # noqa: F401 (the fixture)
 
@@ -115,3 +117,14 @@ def test_screenshots_of_the_project_page_and_the_tap_form(app, new_context, watc
         page.locator("#watch-topic").scroll_into_view_if_needed()
         shoot(page, f"tap-form{suffix}-{scheme}.png")
         assert page.evaluate("document.documentElement.scrollWidth") <= width, "the tap form is wider than the screen"
+        if not suffix:
+            # The form with a refused filter, and the project page, pass axe-core like every other page.
+            page.fill("#filter", "attributes.status = ")
+            page.click("#check-filter")
+            expect(page.locator("#filter-error")).to_be_visible()
+            blocking = [violation["id"] for violation in violations_on(page, Axe())
+                        if violation["impact"] in BLOCKING_IMPACTS]
+            page.goto("/project")
+            blocking += [violation["id"] for violation in violations_on(page, Axe())
+                         if violation["impact"] in BLOCKING_IMPACTS]
+            assert blocking == []
