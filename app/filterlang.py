@@ -33,6 +33,7 @@ service would then refuse.
    "without the attribute and the value", with the same words it uses for ``NOT hasPrefix``; we
    read ``!=`` as the negation of ``=``, so it is ``NOT attributes.KEY = "v"`` exactly. (A
    reading of "has KEY and a different value" would be spelled ``attributes:KEY AND ... != ...``.)
+   Google's own in-memory fake of the service (pstest, in google-cloud-go) evaluates it the same way.
 2. ``hasPrefix`` on a missing key is false (the page: "messages with the attribute and a value
    that starts with"); so ``NOT hasPrefix(...)`` is true on a message without the key.
    ``hasPrefix(attributes.k, "")`` is the same as ``attributes:k``.
@@ -47,7 +48,8 @@ service would then refuse.
    repeat (``--x`` is ``x``), like ``NOT NOT x``.
 6. Whitespace (space, tab, CR, LF) may surround ``=``, ``!=``, ``AND``, ``OR``, ``NOT``, commas
    and parentheses, but not the ``.`` or ``:`` after ``attributes`` (``attributes . k`` is an
-   error): the page never spaces them, and a space there reads like two words. Other white
+   error): the page never spaces them, and a space there reads like two words. ``NOT`` needs a
+   space after it unless a parenthesis follows (``NOT(a)``); ``hasPrefix (`` may have one. Other white
    space characters (no-break space, form feed...) are errors. An expression of only whitespace
    is the empty filter.
 7. Strings are double-quoted only; a single-quoted string is an error that says so. Escapes:
@@ -121,6 +123,9 @@ class FilterSyntaxError(ValueError):
         self.message = message
         self.position = position
 
+    def __reduce__(self):
+        return type(self), (self.message, self.position)
+
 
 # ---------------------------------------------------------------------------------------------
 # The AST
@@ -156,12 +161,12 @@ class _Context:
 
     def text(self) -> str:
         if self._text is None:
-            if self.data is None:
-                self._text = ""
-            elif isinstance(self.data, str):
+            if isinstance(self.data, str):
                 self._text = self.data
-            else:
+            elif isinstance(self.data, bytes | bytearray | memoryview):
                 self._text = bytes(self.data).decode("utf-8", errors="replace")
+            else:
+                self._text = ""  # no data (None), or something that is not message data
         return self._text
 
     def json(self):
@@ -183,12 +188,16 @@ def _reject_constant(name: str):
 
 
 def _load_json(data):
-    if data is None:
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            return _NOT_JSON
+    if not isinstance(data, str):
         return _NOT_JSON
     try:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
-        return json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
-    except (ValueError, RecursionError, TypeError):
+        return json.loads(data, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the json module goes
         return _NOT_JSON
 
 

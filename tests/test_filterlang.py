@@ -1,6 +1,7 @@
 """The filter language: a table of expressions with their results on attribute maps, or their errors."""
 
 import json
+import pickle
 import sys
 
 import pytest
@@ -331,6 +332,19 @@ def test_parsing_raises_only_filter_syntax_errors_on_hostile_text():
     with pytest.raises(FilterSyntaxError):
         parse(None)  # type: ignore[arg-type]
     assert sys.getrecursionlimit() == limit
+
+
+def test_syntax_error_survives_pickling():
+    with pytest.raises(FilterSyntaxError) as caught:
+        parse("attributes:a OR")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (copy.message, copy.position, str(copy)) == ("expected a condition", 15, "expected a condition at 15")
+
+
+def test_data_of_other_types_is_no_data():
+    condition = parse('data:"" AND NOT data:"1" AND NOT data.a = "1"', extensions=True)
+    for data in (None, 1, {"a": "1"}, ["1"], bytearray(b"2"), memoryview(b'{"a": 2}')):
+        assert condition.matches({}, data) is True
 
 
 def test_exactly_max_bytes_is_accepted():
