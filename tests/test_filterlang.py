@@ -141,6 +141,8 @@ INVALID = [
     ('attributes."" = "x"', "attribute key must not be empty", 11),
     ('attributes:é', "expected an attribute key", 11),
     ('attributes.v = "\\q"', "unknown escape sequence \\q", 16),
+    ('attributes.v = "\\`"', "unknown escape sequence \\`", 16),
+    ('attributes.v = "\\e"', "unknown escape sequence \\e", 16),
     ('attributes.v = "\\x4"', "escape \\x needs 2 hex digits", 16),
     ('attributes.v = "\\u12g4"', "escape \\u needs 4 hex digits", 16),
     ('attributes.v = "\\08"', "escape \\0 needs 3 octal digits", 16),
