@@ -395,7 +395,7 @@ def _reference(node, attributes):
     return any(_reference(operand, attributes) for operand in node.operands)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(NODES, ATTRIBUTE_MAPS)
 def test_rendered_ast_reparses_to_the_same_ast_and_result(node, attributes):
     text = node.to_expression()
@@ -405,7 +405,7 @@ def test_rendered_ast_reparses_to_the_same_ast_and_result(node, attributes):
     assert reparsed.matches(attributes) is _reference(node, attributes)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(NODES, NODES, ATTRIBUTE_MAPS)
 def test_not_and_de_morgan(left, right, attributes):
     def result(expression):
