@@ -44,7 +44,7 @@ from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_ch
 from app.explore.filters import FilterError, ItemFilter, parse_time, parse_zone
 from app.extensions import db
 from app.filterlang import FilterSyntaxError, parse
-from app.filterquery import Expression, scan
+from app.filterquery import Expression, matching_rows, scan
 from app.items import id_argument, keyset_page, list_items, render_item_row, scanned_page
 from app.models import Subscription, UserItem, iso
 from app.names import lenient_canonical
@@ -163,6 +163,7 @@ def _export(kind: str):
     except FilterError as error:
         return error_response(400, str(error))
     query = item_filter.apply(sa.select(*EXPORT_COLUMNS).where(UserItem.user_id == current_user.id), dialect())
+    expression = item_filter.compiled(dialect())
     chunks = jsonl_chunks if kind == "jsonl" else csv_chunks
     engine = db.engine
 
@@ -170,7 +171,9 @@ def _export(kind: str):
     def generate():
         # A connection of its own, held only while the response streams.
         with engine.connect() as connection:
-            yield from chunks(export_rows(connection, query))
+            rows = export_rows(connection, query)
+            # The export holds every match: the evaluator checks each candidate, with no scan bound.
+            yield from chunks(rows if expression is None else matching_rows(rows, expression))
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     mimetype = "application/x-ndjson" if kind == "jsonl" else "text/csv"
