@@ -56,7 +56,7 @@ def test_dry_run_counts_the_matches_among_the_users_messages_with_the_newest_as_
     assert answer["valid"] is True and answer["error"] is None
     assert answer["scanned"] == 23 and answer["complete"] is True
     assert answer["matched"] == len(failing) == 9
-    assert answer["scope"] == "all your subscriptions"
+    assert (answer["scope"], answer["scope_kind"]) == ("all your subscriptions", "all")
     sample = answer["sample"]
     assert [row["id"] for row in sample] == sorted(failing, reverse=True)[:5]
     newest = sample[0]
@@ -117,7 +117,7 @@ def test_scope_by_subscription_short_or_full(app, client, auth):
     auth.login("alice")
     for name in ("sub-b", sub_path("sub-b")):
         answer = check(client, FAILURES, subscription=name)
-        assert answer["scope"] == f"subscription {sub_path('sub-b')}"
+        assert (answer["scope"], answer["scope_kind"]) == (f"subscription {sub_path('sub-b')}", "subscription")
         assert (answer["scanned"], answer["matched"]) == (6, 2)
         assert {row["subscription"] for row in answer["sample"]} == {sub_path("sub-b")}
     unknown = check(client, FAILURES, subscription="sub-z")
@@ -137,6 +137,7 @@ def test_scope_by_topic_covers_the_users_subscriptions_on_it_and_nobody_elses(ap
     for name in ("orders", topic_path("orders")):
         answer = check(client, FAILURES, topic=name)
         assert answer["scope"] == f"topic {topic_path('orders')}"
+        assert answer["scope_kind"] == "topic"
         assert answer["scanned"] == 9
         assert answer["matched"] == 2 + 2
         assert {row["message_id"][:2] for row in answer["sample"]} == {"t1", "t2"}

@@ -224,18 +224,18 @@ def filter_check():
     query = sa.select(UserItem).where(UserItem.user_id == current_user.id)
     if subscription:
         subscription = lenient_canonical(subscription, current_app.config["GCP_PROJECT_ID"])
-        scope = f"subscription {subscription}"
+        scope_kind, scope = "subscription", f"subscription {subscription}"
         query = query.where(UserItem.subscription == subscription)
     elif topic:
         topic = topic_path(topic)
-        scope = f"topic {topic}"
+        scope_kind, scope = "topic", f"topic {topic}"
         on_topic = sa.select(Subscription.name).where(Subscription.user_id == current_user.id,
                                                       Subscription.topic == topic)
         query = query.where(UserItem.subscription.in_(on_topic))
     else:
-        scope = "all your subscriptions"
-    answer = {"valid": True, "error": None, "matched": 0, "scanned": 0, "scope": scope, "sample": [],
-              "limit": current_app.config["FILTER_SCAN_MAX_MESSAGES"], "complete": True}
+        scope_kind, scope = "all", "all your subscriptions"
+    answer = {"valid": True, "error": None, "matched": 0, "scanned": 0, "scope": scope, "scope_kind": scope_kind,
+              "sample": [], "limit": current_app.config["FILTER_SCAN_MAX_MESSAGES"], "complete": True}
     try:
         expression = Expression(parse(request.args.get("filter", "")), dialect())
     except FilterSyntaxError as error:

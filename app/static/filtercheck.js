@@ -26,7 +26,7 @@ $(function () {
   }
 
   function showCount(reply) {
-    const where = reply.scope.indexOf("all ") === 0 ? "in " + reply.scope : "on " + reply.scope;
+    const where = (reply.scope_kind === "all" ? "in " : "on ") + reply.scope;
     const sentence = reply.scanned === 0
       ? "No stored messages " + where + " to check against."
       : "Matches " + count(reply.matched) + " of the " + (reply.complete ? "" : "last ") + count(reply.scanned) +
