@@ -15,16 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from app.filterlang import And, Equals, Filter, Has, HasPrefix, MatchAll, Not, NotEquals, Or
+from app.filterlang import And, Equals, Filter, Has, HasPrefix, MatchAll, Node, Not, NotEquals, Or
 from app.models import UserItem
-
-if TYPE_CHECKING:
-    from app.filterlang import Node
 
 # A scan reads the database this many rows at a time.
 SCAN_PAGE_ROWS = 500
@@ -44,7 +40,8 @@ def _sqlite_condition(node: Node) -> sa.ColumnElement[bool] | None:
     if isinstance(node, Equals):
         return sa.exists().where(attribute.c.key == node.key, attribute.c.value == node.value)
     if isinstance(node, NotEquals):
-        return sa.exists().where(attribute.c.key == node.key, attribute.c.value != node.value)
+        # != is the negation of = (app.filterlang, reading 1): true on a message without the key.
+        return ~sa.exists().where(attribute.c.key == node.key, attribute.c.value == node.value)
     if isinstance(node, HasPrefix):
         # substr counts characters, as len() does: the leading len(prefix) characters equal the prefix.
         return sa.exists().where(attribute.c.key == node.key,
@@ -64,7 +61,8 @@ def _postgresql_condition(node: Node) -> sa.ColumnElement[bool] | None:
     if isinstance(node, Equals):
         return sa.func.coalesce(value == sa.bindparam(None, node.value, type_=sa.Text), sa.false())
     if isinstance(node, NotEquals):
-        return sa.func.coalesce(value != sa.bindparam(None, node.value, type_=sa.Text), sa.false())
+        # The negation of =: true on a message without the key (app.filterlang, reading 1).
+        return sa.not_(sa.func.coalesce(value == sa.bindparam(None, node.value, type_=sa.Text), sa.false()))
     if isinstance(node, HasPrefix):
         return sa.func.coalesce(sa.func.starts_with(value, sa.bindparam(None, node.prefix, type_=sa.Text)),
                                 sa.false())
