@@ -178,3 +178,49 @@ def test_nul_in_attributes_is_decided_by_the_evaluator(app, client, auth, alice)
     assert ids(client, filter='attributes.status = "FAILURE"') == [item_ids[0], item_ids[2]]
     assert ids(client, filter='NOT attributes.status = "FAILURE"') == [item_ids[1], item_ids[3]]
     assert ids(client, filter='NOT attributes:note') == [item_ids[2], item_ids[3]]
+
+
+def test_conditions_on_the_data_are_evaluated_over_a_bounded_scan_that_the_page_reports(app, client, auth, alice):
+    app.config["FILTER_SCAN_MAX_MESSAGES"] = 10
+    stored = [{"data": json.dumps({"n": index, "result": "boom" if index % 4 == 0 else "fine"}),
+               "attributes": {"status": "FAILURE" if index % 2 == 0 else "SUCCESS"}} for index in range(25)]
+    item_ids = store_items(app, alice, stored)
+    auth.login("alice")
+    booms = [item_id for item_id, message in zip(item_ids, stored, strict=True) if "boom" in message["data"]]
+
+    page = client.get("/explore", query_string={"filter": 'data:"boom"'})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    shown = [int(value) for value in re.findall(r'data-item-id="(\d+)"', html)]
+    newest_ten = item_ids[-10:]
+    assert shown == sorted((item_id for item_id in booms if item_id in newest_ten), reverse=True)
+    note_text = re.search(r'id="scan-note">(.*?)</p>', html, re.S).group(1)
+    assert "10 messages" in note_text and "older ones were not" in note_text
+    # "Older messages" goes on from where the scan stopped.
+    older = re.search(r'id="older-link" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert f"before={newest_ten[0]}" in older
+    html = client.get(older).get_data(as_text=True)
+    shown_older = [int(value) for value in re.findall(r'data-item-id="(\d+)"', html)]
+    assert shown_older == sorted((item_id for item_id in booms if item_id in item_ids[-20:-10]), reverse=True)
+
+    # The live poll reads forward in bounded steps and says where it got to, so it never rereads.
+    reply = client.get("/explore/items", query_string={"filter": 'data:"boom"', "after": 0}).get_json()
+    assert reply["ids"] == [item_id for item_id in booms if item_id <= item_ids[9]]
+    assert reply["scanned"] == 10 and reply["scanned_to"] == item_ids[9] and reply["more"] is True
+    reply = client.get("/explore/items",
+                       query_string={"filter": 'data:"boom"', "after": reply["scanned_to"]}).get_json()
+    assert reply["ids"] == [item_id for item_id in booms if item_ids[9] < item_id <= item_ids[19]]
+
+    # An attribute condition beside it is answered by SQL: only candidates count against the bound.
+    both = 'attributes.status = "FAILURE" AND data.result = "boom"'
+    page = client.get("/explore", query_string={"filter": both}).get_data(as_text=True)
+    shown = [int(value) for value in re.findall(r'data-item-id="(\d+)"', page)]
+    failing_booms = [item_id for item_id, message in zip(item_ids, stored, strict=True)
+                     if "boom" in message["data"] and message["attributes"]["status"] == "FAILURE"]
+    candidates = [item_id for item_id, message in zip(item_ids, stored, strict=True)
+                  if message["attributes"]["status"] == "FAILURE"][-10:]
+    assert shown == sorted((item_id for item_id in failing_booms if item_id in candidates), reverse=True)
+
+    # The export has no bound: every match.
+    lines = client.get("/explore/export.jsonl", query_string={"filter": 'data:"boom"'}).get_data(as_text=True)
+    assert [json.loads(line)["id"] for line in lines.splitlines()] == booms
