@@ -4,6 +4,7 @@ processes, the real emulator."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -102,8 +103,6 @@ def test_the_poller_filters_only_on_the_emulator():
 
 
 def rows(*attribute_maps: dict) -> list[dict]:
-    import json
-
     return [{"attributes_json": json.dumps(attributes), "message_id": str(index)}
             for index, attributes in enumerate(attribute_maps)]
 
@@ -135,5 +134,24 @@ def test_a_filter_that_cannot_be_read_stores_everything_and_says_why_once(app, e
         assert len(local.keep(rows({"status": "SUCCESS"}, {}))) == 2
         assert local.progress()["applied"] is False and "NotFound" in local.progress()["problem"]
         assert len([record for record in caplog.records if "filter" in record.getMessage()]) == 1
+    finally:
+        client.close()
+
+
+def test_a_filter_our_parser_rejects_stores_everything_and_says_why_once(app, emulator, pubsub_names, caplog):
+    """The emulator takes any text as a filter; one the app cannot read must never cost a message."""
+    unreadable = 'attributes.status = "FAILURE" and attributes:retry'  # lower-case `and`
+    subscription = filtered_subscription(pubsub_names["topic_path"], unreadable)
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    try:
+        local = LocalFilter(client, subscription["path"])
+        with caplog.at_level(logging.WARNING, logger="app.pubsub.filtering"):
+            local.refresh()
+            local.refresh()  # a reconnect reads it again, and does not say it again
+        assert len(local.keep(rows({"status": "SUCCESS"}, {"status": "FAILURE"}, {}))) == 3
+        progress = local.progress()
+        assert progress["applied"] is False and progress["filtered_count"] == 0
+        assert "not understood" in progress["problem"] and "every message is stored" in progress["problem"]
+        assert len([record for record in caplog.records if unreadable in record.getMessage()]) == 1
     finally:
         client.close()
