@@ -5,9 +5,11 @@ The SQL translation keeps Pub/Sub's meaning for a missing key: each attribute co
 plain true or false, never NULL, so that NOT of it is the complement. Values reach SQL only as
 bound parameters; a prefix is compared as a leading substring, so % and _ match themselves.
 
-PostgreSQL reads the attributes as jsonb, which cannot hold a NUL character. A row whose stored
-attributes hold one (its JSON text holds the escape \\u0000) is therefore always a candidate in
-SQL, and the evaluator decides it: searches pass every candidate through `Filter.matches`.
+Neither database reads a NUL character in the stored JSON as it is: PostgreSQL's jsonb cannot
+hold one, and SQLite's JSON functions cut the text at it. A row whose stored attributes hold one
+(its JSON text holds the escape \\u0000) is therefore always a candidate in SQL, and the
+evaluator decides it: searches pass every candidate through `Filter.matches`. A condition whose
+key or value holds NUL is left to the evaluator altogether.
 """
 
 from __future__ import annotations
@@ -51,9 +53,6 @@ def _sqlite_condition(node: Node) -> sa.ColumnElement[bool] | None:
 
 def _postgresql_condition(node: Node) -> sa.ColumnElement[bool] | None:
     """One attribute condition on PostgreSQL through jsonb, wrapped so that a missing key gives false."""
-    strings = [node.key, getattr(node, "value", ""), getattr(node, "prefix", "")]
-    if any("\x00" in text for text in strings):
-        return None  # PostgreSQL text cannot hold NUL: the evaluator decides
     attributes = sa.cast(UserItem.attributes_json, postgresql.JSONB)
     if isinstance(node, Has):
         return attributes.has_key(sa.bindparam(None, node.key, type_=sa.Text))
@@ -71,8 +70,8 @@ def _postgresql_condition(node: Node) -> sa.ColumnElement[bool] | None:
 
 def translate(node: Node, dialect: str) -> sa.ColumnElement[bool] | None:
     """The condition as SQL over UserItem that is exactly true where the evaluator says true, or None
-    where SQL cannot express it (data conditions, NUL on PostgreSQL). On PostgreSQL it is exact for
-    rows whose attributes hold no NUL; `candidates` covers those."""
+    where SQL cannot express it (data conditions, NUL in a key or value). It is exact for rows whose
+    attributes hold no NUL; `candidates` covers those."""
     if isinstance(node, MatchAll):
         return sa.true()
     if isinstance(node, Not):
@@ -84,6 +83,8 @@ def translate(node: Node, dialect: str) -> sa.ColumnElement[bool] | None:
             return None
         return sa.and_(*operands) if isinstance(node, And) else sa.or_(*operands)
     if isinstance(node, Has | Equals | NotEquals | HasPrefix):
+        if any("\x00" in text for text in (node.key, getattr(node, "value", ""), getattr(node, "prefix", ""))):
+            return None  # neither database compares text holding NUL whole: the evaluator decides
         return _sqlite_condition(node) if dialect == "sqlite" else _postgresql_condition(node)
     return None
 
@@ -115,10 +116,11 @@ class Expression:
         """A SQL condition every matching row meets (None: no narrowing). Rows it lets through are
         checked with the evaluator."""
         condition = _narrowing(self.filter.root, self.dialect)
-        if condition is None or self.dialect != "postgresql" or isinstance(self.filter.root, MatchAll):
+        if condition is None or isinstance(self.filter.root, MatchAll):
             return condition
-        # jsonb cannot read a row whose attributes hold NUL: such a row is a candidate, never cast.
-        return sa.case((sa.func.strpos(UserItem.attributes_json, NUL_ESCAPE) > 0, sa.true()), else_=condition)
+        # A row whose attributes hold NUL is a candidate, never read as JSON by the database.
+        position = sa.func.instr if self.dialect == "sqlite" else sa.func.strpos
+        return sa.case((position(UserItem.attributes_json, NUL_ESCAPE) > 0, sa.true()), else_=condition)
 
     def matches(self, attributes_json: str | None, data_text: str | None = None,
                 data_bytes: bytes | None = None) -> bool:

@@ -167,7 +167,7 @@ def test_export_honours_the_filter_expression(app, client, auth, alice):
 
 
 def test_nul_in_attributes_is_decided_by_the_evaluator(app, client, auth, alice):
-    """PostgreSQL's jsonb cannot read a NUL: such rows are candidates the evaluator decides."""
+    """Neither database reads a NUL in the stored JSON whole: such rows are candidates the evaluator decides."""
     item_ids = store_items(app, alice, [
         {"attributes": {"status": "FAILURE", "note": "a\x00b"}},
         {"attributes": {"status": "SUCCESS", "note": "a\x00b"}},
@@ -178,6 +178,10 @@ def test_nul_in_attributes_is_decided_by_the_evaluator(app, client, auth, alice)
     assert ids(client, filter='attributes.status = "FAILURE"') == [item_ids[0], item_ids[2]]
     assert ids(client, filter='NOT attributes.status = "FAILURE"') == [item_ids[1], item_ids[3]]
     assert ids(client, filter='NOT attributes:note') == [item_ids[2], item_ids[3]]
+    # SQLite's JSON functions cut text at a NUL: "a\x00b" must not pass for "a".
+    assert ids(client, filter='attributes.note = "a"') == []
+    assert ids(client, filter='NOT attributes.note = "a"') == item_ids
+    assert ids(client, filter='attributes.note = "a\\x00b"') == [item_ids[0], item_ids[1]]
 
 
 def test_conditions_on_the_data_are_evaluated_over_a_bounded_scan_that_the_page_reports(app, client, auth, alice):
@@ -224,3 +228,27 @@ def test_conditions_on_the_data_are_evaluated_over_a_bounded_scan_that_the_page_
     # The export has no bound: every match.
     lines = client.get("/explore/export.jsonl", query_string={"filter": 'data:"boom"'}).get_data(as_text=True)
     assert [json.loads(line)["id"] for line in lines.splitlines()] == booms
+
+
+@pytest.mark.parametrize("expression", [
+    'attributes.note = "a\\x00b"',                # an escaped NUL: PostgreSQL cannot take it as SQL text
+    'hasPrefix(attributes.note, "a\\u0000")',
+    'attributes.note = "a\x00b"',                 # a raw NUL: a syntax error
+    "attributes:" + "k" * 5000,                   # far too long
+    "(" * 40 + "attributes:a" + ")" * 40,         # too deep
+    "attributes.a = \"\\ud800\"",                 # a surrogate
+    "\ufeffattributes:a",
+])
+def test_hostile_expressions_answer_a_result_or_an_error_never_a_crash(app, client, auth, alice, expression):
+    item_ids = store_items(app, alice, [{"attributes": {"note": "a\x00b"}}, {"attributes": {"note": "ab"}}])
+    auth.login("alice")
+    for path, extra in (("/explore", {}), ("/explore/items", {"after": 0}), ("/explore/export.jsonl", {}),
+                        ("/filter_check", {})):
+        response = client.get(path, query_string={"filter": expression, **extra})
+        assert response.status_code in (200, 400), f"{path}: {response.status_code}"
+    reply = client.get("/explore/items", query_string={"filter": expression, "after": 0})
+    if reply.status_code == 200:
+        parsed = parse(expression, extensions=True)
+        expected = [item_id for item_id, note in zip(item_ids, ["a\x00b", "ab"], strict=True)
+                    if parsed.matches({"note": note})]
+        assert reply.get_json()["ids"] == expected
