@@ -169,3 +169,13 @@ def test_dry_run_needs_a_signed_in_user_and_one_scope_at_most(app, client, auth)
     auth.login("alice")
     both = client.get("/filter_check", query_string={"filter": FAILURES, "subscription": "sub-a", "topic": "t"})
     assert both.status_code == 400 and "not both" in both.get_json()["error"]
+
+
+def test_conditions_on_the_data_are_a_subscription_filter_error_unless_asked_for(app, client, auth):
+    alice = create_user(app, "alice")
+    store_items(app, alice, [{"data": {"result": "boom"}}, {"data": {"result": "fine"}}, {"data": "boom as text"}])
+    auth.login("alice")
+    refused = check(client, 'data.result = "boom"')
+    assert refused["valid"] is False and "alert conditions" in refused["error"]["message"]
+    assert (check(client, 'data.result = "boom"', data=1)["matched"], check(client, 'data:"boom"', data=1)["matched"]) \
+        == (1, 2)

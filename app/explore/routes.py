@@ -216,7 +216,8 @@ def topic_path(name: str) -> str:
 @no_store
 def filter_check():
     """Dry-run a Pub/Sub filter over the user's newest stored messages (of one subscription, of the
-    user's subscriptions on one topic, or all): how many it matches, with a sample, as JSON."""
+    user's subscriptions on one topic, or all): how many it matches, with a sample, as JSON.
+    With data=1 the expression may test the data too, as Search's may."""
     subscription = request.args.get("subscription", "").strip()
     topic = request.args.get("topic", "").strip()
     if subscription and topic:
@@ -237,7 +238,9 @@ def filter_check():
     answer = {"valid": True, "error": None, "matched": 0, "scanned": 0, "scope": scope, "scope_kind": scope_kind,
               "sample": [], "limit": current_app.config["FILTER_SCAN_MAX_MESSAGES"], "complete": True}
     try:
-        expression = Expression(parse(request.args.get("filter", "")), dialect())
+        # data=1 (Search) also accepts the conditions on the data; a subscription's filter cannot hold them.
+        extensions = request.args.get("data") == "1"
+        expression = Expression(parse(request.args.get("filter", ""), extensions=extensions), dialect())
     except FilterSyntaxError as error:
         answer.update(valid=False, error={"message": error.message, "position": error.position})
         return jsonify(answer)

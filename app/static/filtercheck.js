@@ -54,7 +54,8 @@ $(function () {
 
   button.on("click", function () {
     const expression = String(input.val());
-    const query = {filter: expression};
+    // Search may test the data as well; a subscription's filter may not (data=1 only here).
+    const query = {filter: expression, data: 1};
     const subscription = $("#sub").val();
     if (subscription) { query.subscription = subscription; }
     button.prop("disabled", true);
