@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -152,7 +153,7 @@ class ScanResult:
     # Whether the scan read every row in its direction (False: it stopped at a bound).
     exhausted: bool = False
     # The received time of the last row read (how far back a newest-first scan reached).
-    reached_at: object = None
+    reached_at: datetime | None = None
     # The id of the first row read.
     first_id: int | None = None
 
@@ -194,8 +195,10 @@ def scan(session, query: sa.Select, expression: Expression, *, columns: tuple = 
         else:
             cursor_after = result.last_id
     # Stopped at the bound: it is exhausted only if nothing lies beyond.
+    if result.last_id is None:
+        return result  # a bound of 0 read nothing
     beyond = selected.where(UserItem.id < result.last_id if newest_first else UserItem.id > result.last_id)
-    result.exhausted = result.last_id is None or session.execute(beyond.limit(1)).first() is None
+    result.exhausted = session.execute(beyond.limit(1)).first() is None
     return result
 
 
