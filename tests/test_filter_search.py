@@ -198,8 +198,9 @@ def test_conditions_on_the_data_are_evaluated_over_a_bounded_scan_that_the_page_
     shown = [int(value) for value in re.findall(r'data-item-id="(\d+)"', html)]
     newest_ten = item_ids[-10:]
     assert shown == sorted((item_id for item_id in booms if item_id in newest_ten), reverse=True)
-    note_text = re.search(r'id="scan-note">(.*?)</p>', html, re.S).group(1)
-    assert "10 messages" in note_text and "older ones were not" in note_text
+    note_text = re.search(r'id="scan-note"[^>]*>(.*?)</p>', html, re.S).group(1)
+    assert "10 were read" in note_text and "older ones were not read" in note_text
+    assert 'data-stopped="bound"' in html
     # "Older messages" goes on from where the scan stopped.
     older = re.search(r'id="older-link" href="([^"]+)"', html).group(1).replace("&amp;", "&")
     assert f"before={newest_ten[0]}" in older

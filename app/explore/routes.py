@@ -103,7 +103,9 @@ def explore():
         newest_id = result.first_id or 0
         older_than = ids[-1] if full else (result.last_id or 0)
         if not expression.exact_in_sql:
-            scan_note = {"scanned": result.scanned, "exhausted": result.exhausted or full, "limit": limit,
+            # Why the scan stopped: it read every candidate, it filled the page, or it met the bound.
+            stopped = "page" if full else ("end" if result.exhausted else "bound")
+            scan_note = {"scanned": result.scanned, "stopped": stopped, "limit": limit,
                          "reached_at": iso(result.reached_at)}
     filter_args = item_filter.to_args()
     return render_template(
