@@ -79,6 +79,9 @@ class Config:
     TAP_STOP_WAIT_SECONDS = float(os.environ.get("TAP_STOP_WAIT_SECONDS") or 15)
     # Topics and subscriptions per page on /project (Pub/Sub pages its listings with tokens).
     BROWSE_PAGE_SIZE = int(os.environ.get("BROWSE_PAGE_SIZE") or 50)
+    # The most stored messages a filter dry-run (/filter_check), or a search whose filter expression
+    # the database cannot answer alone, reads per request, newest first.
+    FILTER_SCAN_MAX_MESSAGES = int(os.environ.get("FILTER_SCAN_MAX_MESSAGES") or 5000)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 
