@@ -298,3 +298,34 @@ def test_pubsub_refusals_name_the_permission_or_what_to_do():
     delete_denied = taps.describe_delete_error(api_exceptions.PermissionDenied("denied"), name)
     assert "pubsub.subscriptions.delete" in delete_denied and "roles/pubsub.editor" in delete_denied
     assert "stays in your list" in delete_denied
+
+
+def test_a_tap_with_a_filter_stores_only_matching_messages(app, pubsub_names, worker_factory):
+    """The emulator ignores filters; the worker applies the tap's own (read back from Pub/Sub) and acks the rest."""
+    alice = create_user(app, "alice")
+    client = sign_in_client(app, "alice")
+    assert watch(client, pubsub_names["topic"], 'attributes.status = "FAILURE"').status_code == 302
+    [tap] = rows_of(app, alice)
+    assert client.post(f"/subscriptions/{tap.id}/start", data={"csrf_token": panel_token(client)}).status_code == 302
+    worker_factory()
+    publisher = pubsub_v1.PublisherClient()
+    statuses = ["SUCCESS", "FAILURE", "WORKING", "FAILURE", "failure", "FAILURE"]
+    for number, status in enumerate(statuses):
+        publisher.publish(pubsub_names["topic_path"], b"{}", status=status, n=str(number)).result(timeout=30)
+
+    def stored() -> list[dict]:
+        with app.app_context():
+            return [json.loads(attributes) for attributes in db.session.scalars(
+                sa.select(UserItem.attributes_json).where(UserItem.user_id == alice))]
+
+    def filtered_count() -> int:
+        with app.app_context():
+            notes = [note.get_data() for note in db.session.scalars(
+                sa.select(Notification).where(Notification.user_id == alice, Notification.name == "task_progress")
+                .order_by(Notification.id))]
+        counts = [(note.get("local_filter") or {}).get("filtered_count") or 0 for note in notes]
+        return max(counts, default=0)
+
+    wait_until(lambda: filtered_count() == 3 and len(stored()) == 3, 60, message="3 stored and 3 filtered out")
+    assert sorted(int(attributes["n"]) for attributes in stored()) == [1, 3, 5]
+    assert {attributes["status"] for attributes in stored()} == {"FAILURE"}
