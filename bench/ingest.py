@@ -44,10 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
-from stack import CpuMeter, children  # noqa: E402
+from stack import CpuMeter, PubSubEmulator, RedisServer, children, on_exit, spawn, stop_process  # noqa: E402
 
 from config import normalise_database_url  # noqa: E402
-from helpers.services import PubSubEmulator, RedisServer, stop_process  # noqa: E402
 
 PROJECT = "bench-project"
 
@@ -144,8 +143,7 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscr
                PUBSUB_EMULATOR_HOST=host, PUBSUB_PULL_MODE=mode, SECRET_KEY="bench", LOG_TO_STDOUT="1")
     rq = str(Path(sys.executable).with_name("rq"))
     log = open(log_dir / f"worker-{mode}.log", "wb")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([rq, "worker", "-u", redis.url, queue], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    worker = spawn([rq, "worker", "-u", redis.url, queue], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         with app.app_context():
             user = User(username=f"bench-{mode}", email=f"bench-{mode}@example.com")
@@ -207,6 +205,8 @@ def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, ca
             with admin.connect() as connection:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+
+        on_exit(drop)
 
     app = create_app(type("BenchConfig", (Config,), {"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True,
                                                       "SECRET_KEY": "bench"}))
@@ -280,9 +280,9 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
         for number in range(workers):
             log = open(log_dir / f"{name}-worker{number}.log", "wb")  # noqa: SIM115 - closed below
             logs.append(log)
-            processes.append(subprocess.Popen(
+            processes.append(spawn(
                 [rq, "worker", "-u", redis.url, "-w", "app.worker.PollingWorker", queue], cwd=ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                stdout=log, stderr=subprocess.STDOUT))
         engine = sa.create_engine(database_url)
         database = engine.url.database
         worker_pids = [process.pid for process in processes]
@@ -422,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pubsub-bench-"))
     emulator = PubSubEmulator(log_path=str(workdir / "emulator.log")).start()
     redis = RedisServer().start()
+    print(f"emulator pid {emulator.process.pid}, redis-server pid {redis.process.pid} (each its own process group; "
+          f"stopped when this bench exits)", flush=True)
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
     database_url, drop_database = prepare_database(args.database, args.database_url, workdir)
     try:
