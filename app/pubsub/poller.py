@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -140,6 +141,9 @@ class Poller:
                     pause_until = self.clock() + backoff_seconds(self.write_failures)
         finally:
             self.finish_source()
+            # Read by bench/ingest.py: where this job's CPU went, per message written.
+            log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages", self.task_id,
+                     self.stream, json.dumps(self.source.cpu.per_message_us()), self.source.cpu.messages)
         return self.stored_count - started_with
 
     def finish_source(self) -> None:
@@ -165,6 +169,7 @@ class Poller:
     # -- one batch --
     def store(self, batch: Batch) -> bool:
         """Commit the batch, then ack it; nack it when the commit fails. Returns whether it was stored."""
+        started = time.thread_time()
         try:
             inserted = self.writer.write(batch.rows)
         except SQLAlchemyError as error:
@@ -176,6 +181,7 @@ class Poller:
             self.source.nack(batch)
             retention.report_write_failure(self.task_id, error, self.source.mode)
             return False
+        self.source.cpu.add("write", time.thread_time() - started, len(batch.rows))
         self.write_failures = 0
         self.source.ack(batch)
         self.stored_count += inserted
