@@ -229,17 +229,20 @@ class CpuMeter:
     time its threads were ready to run but had no core). Sample before and after, and subtract.
 
     `groups` is called at each sample, so processes started in between (work horses) are found.
-    Backends that closed in between are not counted; a pool keeps them open.
+    Backends that closed in between are not counted; a pool keeps them open. Without a PostgreSQL
+    engine (SQLite), "postgres" is 0.
     """
 
-    def __init__(self, engine: sa.Engine, groups: Callable[[], dict[str, list[int]]]):
+    def __init__(self, engine: sa.Engine | None, groups: Callable[[], dict[str, list[int]]]):
         self.engine, self.groups = engine, groups
 
     def sample(self) -> dict[str, float]:
-        with self.engine.connect() as connection:
-            backends = connection.execute(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
-                {"name": self.engine.url.database}).scalars().all()
+        backends = []
+        if self.engine is not None and self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                backends = connection.execute(sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                    {"name": self.engine.url.database}).scalars().all()
         figures: dict[str, float] = {}
         for name, pids in {**self.groups(), "postgres": backends}.items():
             figures[name] = sum(cpu_seconds(pid) for pid in pids)
