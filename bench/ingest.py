@@ -468,8 +468,16 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         print(f"  [{label}] ({key}) {title:34s}{seconds:6.2f} s {count / seconds:8,.0f} msg/s "
               f"{megabytes / seconds:6.1f} MB/s{extra}; load {load_average()}", flush=True)
 
-    show("a", "bare StreamingPull, ack-only:", bare_streaming(client, paths["a"], count))
-    show("b", "bare unary Pull, 1,000 per call:", bare_pull(client, paths["b"], count))
+    meter = CpuMeter(None, lambda: {"emulator": [emulator.process.pid, *children(emulator.process.pid)],
+                                    "bench": [os.getpid()]})
+    for key, title, drain in (("a", "bare StreamingPull, ack-only:", bare_streaming),
+                              ("b", "bare unary Pull, 1,000 per call:", bare_pull)):
+        start = meter.sample()
+        seconds = drain(client, paths[key], count)
+        end = meter.sample()
+        cpu = {name: (end[name] - start[name]) * 1e6 / count for name in ("emulator", "bench")}
+        result[f"{key}_cpu"] = cpu
+        show(key, title, seconds, f"  CPU µs/message: emulator {cpu['emulator']:.0f}, this client {cpu['bench']:.0f}")
     for key, mode in (("c", "streaming"), ("d", "batch")):
         run = app_mode(mode, database_url, redis, emulator, f"{name}-{key}", count, workdir)
         result[f"{key}_peak_kb"] = run["peak_kb"]
@@ -521,9 +529,13 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
         print(f"          c/a {median(name, 'ca'):.2f} (target >= 0.9)  d/b {median(name, 'db'):.2f} (target >= 0.5)  "
               f"d/c {median(name, 'dc'):.2f} (target >= 5)  peak worker memory "
               f"{max(max(r['c_peak_kb'], r['d_peak_kb']) for r in results[name]) / 1024:.0f} MB (target < 300 MB)")
-        for key, mode in (("c", "streaming"), ("d", "batch")):
+        for key, mode in (("a", "bare streaming"), ("b", "bare pull")):
+            cpu = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name])
+                   for part in ("emulator", "bench")}
+            print(f"          {mode:14s} CPU µs/message: emulator {cpu['emulator']:.0f}, client {cpu['bench']:.0f}")
+        for key, mode in (("c", "app streaming"), ("d", "app batch")):
             cpu = {step: statistics.median(result[f"{key}_cpu"][step] for result in results[name]) for step in STEPS}
-            print(f"          {mode:9s} CPU µs/message: " + ", ".join(f"{step} {cpu[step]:.0f}" for step in STEPS))
+            print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{step} {cpu[step]:.0f}" for step in STEPS))
     if "real" in results and "padded" in results:
         # Per round, so that both figures of a ratio come from the same stretch of the machine's load.
         for key in "cd":

@@ -18,6 +18,7 @@ COLUMNS = [
     "is_json", "attributes_json", "ordering_key", "delivery_attempt", "size",
 ]
 STAGE_TABLE = "user_item_stage"
+COPY_READ_BYTES = 1 << 20
 
 
 def _text(value: str | None) -> str:
@@ -177,14 +178,14 @@ class BatchWriter:
         # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
         if not connection.connection.info.get(STAGE_TABLE):
             connection.execute(self.create_stage)
-        buffer = io.StringIO()
-        buffer.writelines(copy_line(row) for row in rows)
-        buffer.seek(0)
+        # Encoded once, and handed over in large reads: psycopg2 would otherwise read and encode
+        # a text buffer 8 kB at a time (a quarter of the writer's CPU on 1 KB rows).
+        buffer = io.BytesIO("".join([copy_line(row) for row in rows]).encode())
         statement = f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
         dbapi_error = connection.dialect.loaded_dbapi.Error
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(statement, buffer)
+            cursor.copy_expert(statement, buffer, size=COPY_READ_BYTES)
         except dbapi_error as error:
             # Raised like any other statement's error, so callers need only catch SQLAlchemyError.
             raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
