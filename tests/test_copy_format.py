@@ -104,3 +104,19 @@ def test_postgresql_refuses_nul_in_copied_text_as_before(app, require_postgres):
         user_id = create_user(app, "copy-nul")
         with pytest.raises(writer.DATA_ERRORS):
             writer.BatchWriter(db.engine, user_id)._commit([_row(user_id, 0, "a\x00b")])
+
+
+def test_postgresql_redelivered_rows_are_stored_once_after_a_direct_copy(app, require_postgres):
+    """New rows are COPYed straight into user_item; a batch with a redelivery falls back to the stage table."""
+    with app.app_context():
+        user_id = create_user(app, "copy-redelivery")
+        writer_ = BatchWriter(db.engine, user_id)
+        first = [_row(user_id, index, f"first {index}") for index in range(3)]
+        second = [_row(user_id, index, f"second {index}") for index in range(2)]
+        twice = _row(user_id, 0, "twice")
+        assert writer_.write(first) == 3  # all new: the direct path
+        assert writer_.write(first[1:] + second) == 2  # a redelivery: the stage table, created now
+        assert writer_.write([twice, dict(twice)] + first[:1]) == 1  # the stage table again, and a duplicate within
+        stored = db.session.scalars(sa.select(UserItem.data_text).where(UserItem.user_id == user_id)
+                                    .order_by(UserItem.id)).all()
+        assert stored == ["first 0", "first 1", "first 2", "second 0", "second 1", "twice"]

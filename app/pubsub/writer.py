@@ -154,8 +154,9 @@ class BatchWriter:
                 # Before any insert: the lock also orders quarantined rows' ids.
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
                 if rows:
-                    connection_info = connection.connection.info
-                    inserted = self._write_postgresql(connection, rows)
+                    inserted, created_stage = self._write_postgresql(connection, rows)
+                    if created_stage:
+                        connection_info = connection.connection.info
             elif rows:
                 inserted = len(connection.execute(self.insert, list(rows)).all())
             quarantined_count = len(connection.execute(self.insert_quarantined, held).all()) if held else 0
@@ -173,15 +174,32 @@ class BatchWriter:
             connection_info[STAGE_TABLE] = True
         return inserted
 
-    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> tuple[int, bool]:
+        """(rows inserted, whether the stage table was created in this transaction)."""
         # The caller holds the user's advisory lock, which serialises a user's batches so their item
         # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
-        if not connection.connection.info.get(STAGE_TABLE):
-            connection.execute(self.create_stage)
         # Encoded once, and handed over in large reads: psycopg2 would otherwise read and encode
         # a text buffer 8 kB at a time (a quarter of the writer's CPU on 1 KB rows).
-        buffer = io.BytesIO("".join([copy_line(row) for row in rows]).encode())
-        statement = f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
+        data = "".join([copy_line(row) for row in rows]).encode()
+        # Most batches hold only new messages: COPY them straight into the table, in a savepoint.
+        # A redelivered one fails the unique key (IntegrityError); then the batch goes through the
+        # stage table and ON CONFLICT DO NOTHING. The direct path saves PostgreSQL a quarter of its
+        # CPU per row (1,000-row batches of 1 KB messages: 30 against 40 µs of backend CPU a row).
+        try:
+            with connection.begin_nested():
+                self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
+            return len(rows), False
+        except sa.exc.IntegrityError:
+            pass
+        created = not connection.connection.info.get(STAGE_TABLE)
+        if created:
+            connection.execute(self.create_stage)
+        self._copy(connection, f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", data)
+        return connection.execute(self.insert).rowcount, created
+
+    @staticmethod
+    def _copy(connection: sa.Connection, statement: str, data: bytes) -> None:
+        buffer = io.BytesIO(data)
         dbapi_error = connection.dialect.loaded_dbapi.Error
         cursor = connection.connection.dbapi_connection.cursor()
         try:
@@ -191,4 +209,3 @@ class BatchWriter:
             raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
         finally:
             cursor.close()
-        return connection.execute(self.insert).rowcount
