@@ -1,9 +1,10 @@
 """Measure how fast messages get from the emulator into the database, and compare with the bare client.
 
     .venv/bin/python bench/ingest.py --database sqlite
-    .venv/bin/python bench/ingest.py --database postgresql --database-url postgresql://pubsub:pubsub@localhost/postgres
+    .venv/bin/python bench/ingest.py --database postgresql --corpus both --repeat 3
 
-It starts its own emulator and Redis, publishes N messages of about 1 KB once to a
+It starts its own emulator and Redis (stopped however the bench ends: bench/stack.py) and,
+for each corpus asked for and each of --repeat rounds, publishes the corpus once to a fresh
 topic with four fresh subscriptions, and drains one subscription each way:
 
   (a) bare StreamingPull, ack-only callback, in this process;
@@ -11,9 +12,18 @@ topic with four fresh subscriptions, and drains one subscription each way:
   (c) the app's streaming mode: the real job in a real `rq worker`, storing to the database;
   (d) the app's batch mode, likewise.
 
+Corpora (bench/corpus.py, seeded: the same bytes every run): `padded`, --count Cloud Build
+notifications padded with "x" to --size (the default, as before); `real`, Cloud Build
+notifications, Cloud Logging entries with stack traces, audit-log entries, non-ASCII text and
+5% binary, sizes log-normal from 200 B to 64 KB; `both`, side by side, alternating in order.
+
 (c) and (d) are timed from the job's "Polling" notification to the last row
-committed, so worker start-up is not counted. It prints the rates, the ratios c/a,
-d/b and d/c, and the work-horse's peak memory (VmHWM). Not run in CI.
+committed, so worker start-up is not counted. It prints msg/s and MB/s (payload bytes), the
+ratios c/a, d/b and d/c, the work horse's peak memory (VmHWM), and the CPU per message
+over the drain of the work horse, this database's PostgreSQL backends and the emulator
+(/proc/<pid>/stat), with the work horse's own split into pull, convert, write and ack (the
+job's time.thread_time counters, which it logs as it ends: app.pubsub.sources.CpuCounters).
+With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
 
     .venv/bin/python bench/ingest.py --scale-out --database postgresql --repeat 3
 
@@ -31,7 +41,10 @@ share, to show what bounds the rate.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,26 +57,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
-from stack import CpuMeter, children  # noqa: E402
+from corpus import Message, describe, padded_corpus, real_corpus  # noqa: E402
+from stack import (  # noqa: E402
+    CpuMeter,
+    PubSubEmulator,
+    RedisServer,
+    children,
+    load_average,
+    on_exit,
+    spawn,
+    stop_process,
+    wait_until,
+)
 
 from config import normalise_database_url  # noqa: E402
-from helpers.services import PubSubEmulator, RedisServer, stop_process  # noqa: E402
 
 PROJECT = "bench-project"
 
 
-def publish(host: str, topic: str, count: int, size: int) -> float:
+def publish(host: str, topic: str, messages: list[Message]) -> float:
     from google.cloud import pubsub_v1
-
-    from helpers.publish import cloud_build_message
 
     publisher = pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=5_000_000, max_latency=0.05)
     )
     topic_path = publisher.topic_path(PROJECT, topic)
     started = time.monotonic()
-    futures = [publisher.publish(topic_path, sample.data, **sample.attributes)
-               for sample in (cloud_build_message(PROJECT, index, size) for index in range(count))]
+    futures = [publisher.publish(topic_path, message.data, **message.attributes) for message in messages]
     for future in futures:
         future.result(timeout=300)
     return time.monotonic() - started
@@ -127,15 +147,21 @@ def peak_memory_kb(pid: int) -> int:
     return peak
 
 
-def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscription: str, count: int,
-             log_dir: Path) -> tuple[float, int]:
-    """(c) or (d): the real job in a real rq worker; returns (seconds, peak kB of the work horse)."""
+BREAKDOWN = re.compile(r"ingest CPU per message \(µs\) (\{.*?\}) over (\d+) messages")
+
+
+def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubEmulator, subscription: str,
+             count: int, log_dir: Path) -> dict:
+    """(c) or (d): the real job in a real rq worker. Returns its seconds, the work horse's peak kB, the CPU
+    (µs per message) of the work horse, this database's PostgreSQL backends and the emulator over the
+    drain, and the job's own split of its CPU (pull, convert, write, ack; whole job, from its log)."""
     from app import create_app, polling
     from app.extensions import db
     from app.models import Notification, Task, User
     from config import Config
 
     queue = f"bench-{mode}-{uuid.uuid4().hex[:6]}"
+    host = emulator.host
     settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "RQ_QUEUE": queue,
                 "GCP_PROJECT_ID": PROJECT, "PUBSUB_EMULATOR_HOST": host, "PUBSUB_PULL_MODE": mode,
                 "SECRET_KEY": "bench", "TESTING": True}
@@ -143,12 +169,17 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscr
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis.url, GCP_PROJECT_ID=PROJECT,
                PUBSUB_EMULATOR_HOST=host, PUBSUB_PULL_MODE=mode, SECRET_KEY="bench", LOG_TO_STDOUT="1")
     rq = str(Path(sys.executable).with_name("rq"))
-    log = open(log_dir / f"worker-{mode}.log", "wb")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([rq, "worker", "-u", redis.url, queue], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    log_path = log_dir / f"worker-{queue}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    worker = spawn([rq, "worker", "-u", redis.url, queue], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    engine = sa.create_engine(database_url)
+    meter = CpuMeter(engine, lambda: {
+        "emulator": [emulator.process.pid, *children(emulator.process.pid)],
+        "horse": children(worker.pid),
+    })
     try:
         with app.app_context():
-            user = User(username=f"bench-{mode}", email=f"bench-{mode}@example.com")
+            user = User(username=queue, email=f"{queue}@example.com")
             db.session.add(user)
             db.session.commit()
             task = polling.launch(user, polling.canonical(subscription), description=f"Bench {mode}")
@@ -162,6 +193,7 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscr
                 db.session.rollback()
                 if note is not None:
                     polling_since = note.timestamp
+                    start = meter.sample()
                 time.sleep(0.02)
             deadline = time.monotonic() + 600
             peak = 0
@@ -171,6 +203,7 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscr
                 peak = max(peak, peak_memory_kb(worker.pid))
                 if stored >= count:
                     finished = time.time()
+                    end = meter.sample()
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{mode}: stored only {stored} of {count}")
@@ -178,11 +211,17 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, host: str, subscr
             peak = max(peak, peak_memory_kb(worker.pid))
             db.session.execute(sa.update(Task).where(Task.id == task_id).values(complete=True))
             db.session.commit()
-            time.sleep(3)
-        return finished - polling_since, peak
+        # The job logs its own CPU split as it ends.
+        match = wait_until(lambda: BREAKDOWN.search(log_path.read_text(errors="replace")), 60,
+                           message=f"the {mode} job's CPU line in {log_path}")
+        split = json.loads(match.group(1))
+        cpu = {name: (end[name] - start[name]) * 1e6 / count for name in ("horse", "postgres", "emulator")}
+        return {"seconds": finished - polling_since, "peak_kb": peak, "cpu": cpu, "split": split,
+                "split_messages": int(match.group(2))}
     finally:
         stop_process(worker, timeout=15)
         log.close()
+        engine.dispose()
         with app.app_context():
             db.engine.dispose()
 
@@ -207,6 +246,8 @@ def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, ca
             with admin.connect() as connection:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+
+        on_exit(drop)
 
     app = create_app(type("BenchConfig", (Config,), {"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True,
                                                       "SECRET_KEY": "bench"}))
@@ -265,7 +306,7 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
 
     name = f"scale-{mode}-{workers}-{uuid.uuid4().hex[:6]}"
     fresh_subscription(client, publisher, name)
-    publish(emulator.host, name, count, size)
+    publish(emulator.host, name, padded_corpus(count, PROJECT, size))
     queue = f"bench-{name}"
     settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "RQ_QUEUE": queue,
                 "GCP_PROJECT_ID": PROJECT, "PUBSUB_EMULATOR_HOST": emulator.host, "PUBSUB_PULL_MODE": mode,
@@ -280,9 +321,9 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
         for number in range(workers):
             log = open(log_dir / f"{name}-worker{number}.log", "wb")  # noqa: SIM115 - closed below
             logs.append(log)
-            processes.append(subprocess.Popen(
+            processes.append(spawn(
                 [rq, "worker", "-u", redis.url, "-w", "app.worker.PollingWorker", queue], cwd=ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                stdout=log, stderr=subprocess.STDOUT))
         engine = sa.create_engine(database_url)
         database = engine.url.database
         worker_pids = [process.pid for process in processes]
@@ -352,7 +393,7 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
 def bare_run(mode: str, count: int, size: int, emulator: PubSubEmulator, client, publisher) -> float:
     name = f"bare-{mode}-{uuid.uuid4().hex[:6]}"
     _, path = fresh_subscription(client, publisher, name)
-    publish(emulator.host, name, count, size)
+    publish(emulator.host, name, padded_corpus(count, PROJECT, size))
     seconds = (bare_streaming if mode == "streaming" else bare_pull)(client, path, count)
     return count / seconds
 
@@ -404,6 +445,106 @@ def scale_out(args, emulator: PubSubEmulator, redis: RedisServer, database_url: 
     client.close()
 
 
+def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmulator, redis: RedisServer,
+                database_url: str, client, publisher, workdir: Path) -> dict:
+    """(a) to (d) on one corpus: published once to a fresh topic with four fresh subscriptions."""
+    name = f"bench-{label}-{uuid.uuid4().hex[:6]}"
+    topic_path = publisher.topic_path(PROJECT, name)
+    publisher.create_topic(name=topic_path)
+    paths = {}
+    for key in "abcd":
+        paths[key] = client.subscription_path(PROJECT, f"{name}-{key}")
+        client.create_subscription(name=paths[key], topic=topic_path, ack_deadline_seconds=60)
+    count = len(messages)
+    megabytes = sum(len(message.data) for message in messages) / 1e6
+    seconds = publish(emulator.host, name, messages)
+    print(f"  [{label}] published in {seconds:.1f} s ({count / seconds:,.0f} msg/s); load {load_average()}",
+          flush=True)
+    result = {"megabytes": megabytes}
+
+    def show(key: str, title: str, seconds: float, extra: str = "") -> None:
+        result[key] = count / seconds
+        result[f"{key}_mbps"] = megabytes / seconds
+        print(f"  [{label}] ({key}) {title:34s}{seconds:6.2f} s {count / seconds:8,.0f} msg/s "
+              f"{megabytes / seconds:6.1f} MB/s{extra}; load {load_average()}", flush=True)
+
+    meter = CpuMeter(None, lambda: {"emulator": [emulator.process.pid, *children(emulator.process.pid)],
+                                    "bench": [os.getpid()]})
+    for key, title, drain in (("a", "bare StreamingPull, ack-only:", bare_streaming),
+                              ("b", "bare unary Pull, 1,000 per call:", bare_pull)):
+        start = meter.sample()
+        seconds = drain(client, paths[key], count)
+        end = meter.sample()
+        cpu = {name: (end[name] - start[name]) * 1e6 / count for name in ("emulator", "bench")}
+        result[f"{key}_cpu"] = cpu
+        show(key, title, seconds, f"  CPU µs/message: emulator {cpu['emulator']:.0f}, this client {cpu['bench']:.0f}")
+    for key, mode in (("c", "streaming"), ("d", "batch")):
+        run = app_mode(mode, database_url, redis, emulator, f"{name}-{key}", count, workdir)
+        result[f"{key}_peak_kb"] = run["peak_kb"]
+        result[f"{key}_cpu"] = {**run["cpu"], **run["split"]}
+        cpu, split = run["cpu"], run["split"]
+        show(key, f"app {mode} mode, stored:", run["seconds"], f"  peak worker memory {run['peak_kb'] / 1024:.0f} MB")
+        print(f"        CPU µs/message: work horse {cpu['horse']:.0f} (of which pull {split['pull']:.0f}, convert "
+              f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}), PostgreSQL "
+              f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}", flush=True)
+    for key in ("ca", "db", "dc"):
+        result[key] = result[key[0]] / result[key[1]]
+    return result
+
+
+STEPS = ("horse", "pull", "convert", "write", "ack", "postgres", "emulator")
+
+
+def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: str, workdir: Path) -> None:
+    """(a) to (d) on each corpus asked for, --repeat rounds (the corpora alternate in order); medians."""
+    from google.cloud import pubsub_v1
+
+    from app.pubsub import make_subscriber_client
+
+    publisher = pubsub_v1.PublisherClient()
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    names = ["padded", "real"] if args.corpus == "both" else [args.corpus]
+    corpora = {"padded": lambda: padded_corpus(args.count, PROJECT, args.size),
+               "real": lambda: real_corpus(args.count, PROJECT)}
+    corpora = {name: corpora[name]() for name in names}
+    print(f"database: {args.database}; emulator {emulator.host}; logs in {workdir}; {args.repeat} round(s)")
+    for name, messages in corpora.items():
+        print(f"  {name} corpus: {describe(messages)}", flush=True)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for number in range(args.repeat):
+        order = names if number % 2 == 0 else names[::-1]
+        print(f"round {number + 1} of {args.repeat}: {', '.join(order)}; load {load_average()}", flush=True)
+        for name in order:
+            results[name].append(drain_round(name, corpora[name], args, emulator, redis, database_url, client,
+                                             publisher, workdir))
+    client.close()
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(result[key] for result in results[name])
+
+    print(f"\nmedians of {args.repeat} on {args.database}; load at the end {load_average()}:")
+    for name in names:
+        print(f"  {name:6s}: " + "  ".join(f"({key}) {median(name, key):,.0f} msg/s {median(name, key + '_mbps'):.1f} "
+                                         f"MB/s" for key in "abcd"))
+        print(f"          c/a {median(name, 'ca'):.2f} (target >= 0.9)  d/b {median(name, 'db'):.2f} (target >= 0.5)  "
+              f"d/c {median(name, 'dc'):.2f} (target >= 5)  peak worker memory "
+              f"{max(max(r['c_peak_kb'], r['d_peak_kb']) for r in results[name]) / 1024:.0f} MB (target < 300 MB)")
+        for key, mode in (("a", "bare streaming"), ("b", "bare pull")):
+            cpu = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name])
+                   for part in ("emulator", "bench")}
+            print(f"          {mode:14s} CPU µs/message: emulator {cpu['emulator']:.0f}, client {cpu['bench']:.0f}")
+        for key, mode in (("c", "app streaming"), ("d", "app batch")):
+            cpu = {step: statistics.median(result[f"{key}_cpu"][step] for result in results[name]) for step in STEPS}
+            print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{step} {cpu[step]:.0f}" for step in STEPS))
+    if "real" in results and "padded" in results:
+        # Per round, so that both figures of a ratio come from the same stretch of the machine's load.
+        for key in "cd":
+            ratios = [real[f"{key}_mbps"] / padded[f"{key}_mbps"]
+                      for real, padded in zip(results["real"], results["padded"], strict=True)]
+            print(f"  real / padded MB/s, ({key}): {statistics.median(ratios):.2f} (rounds: "
+                  f"{', '.join(f'{ratio:.2f}' for ratio in ratios)}; target >= 0.8 for (d))")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20_000, help="messages to publish (default 20,000)")
@@ -416,12 +557,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="streaming,batch", help="scale-out: pull modes")
     parser.add_argument("--streaming-count", type=int, default=20_000, help="scale-out: messages per streaming run")
     parser.add_argument("--batch-count", type=int, default=60_000, help="scale-out: messages per batch run")
-    parser.add_argument("--repeat", type=int, default=1, help="scale-out: runs per setting (medians reported)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (scale-out: runs per setting); medians reported")
+    parser.add_argument("--corpus", choices=["padded", "real", "both"], default="padded",
+                        help="padded: Cloud Build notifications padded with x to --size (the default); real: the "
+                             "realistic corpus of bench/corpus.py; both: side by side")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="pubsub-bench-"))
     emulator = PubSubEmulator(log_path=str(workdir / "emulator.log")).start()
     redis = RedisServer().start()
+    print(f"emulator pid {emulator.process.pid}, redis-server pid {redis.process.pid} (each its own process group; "
+          f"stopped when this bench exits)", flush=True)
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
     database_url, drop_database = prepare_database(args.database, args.database_url, workdir)
     try:
@@ -429,43 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scale-out on {args.database}; about {args.size:,}-byte messages; logs in {workdir}", flush=True)
             scale_out(args, emulator, redis, database_url, workdir)
             return 0
-        from google.cloud import pubsub_v1
-
-        from app.pubsub import make_subscriber_client
-
-        publisher = pubsub_v1.PublisherClient()
-        client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
-        topic_path = publisher.topic_path(PROJECT, "bench-topic")
-        publisher.create_topic(name=topic_path)
-        paths = {}
-        for key in "abcd":
-            paths[key] = client.subscription_path(PROJECT, f"bench-{key}")
-            client.create_subscription(name=paths[key], topic=topic_path, ack_deadline_seconds=60)
-        print(f"database: {args.database}; {args.count:,} messages of about {args.size:,} bytes; "
-              f"emulator {emulator.host}; logs in {workdir}", flush=True)
-        seconds = publish(emulator.host, "bench-topic", args.count, args.size)
-        print(f"published in {seconds:.1f} s ({args.count / seconds:,.0f} msg/s)", flush=True)
-
-        rates = {}
-        seconds = bare_streaming(client, paths["a"], args.count)
-        rates["a"] = args.count / seconds
-        print(f"(a) bare StreamingPull, ack-only callback: {seconds:6.2f} s  {rates['a']:9,.0f} msg/s", flush=True)
-        seconds = bare_pull(client, paths["b"], args.count)
-        rates["b"] = args.count / seconds
-        print(f"(b) bare unary Pull, 1,000 per call:       {seconds:6.2f} s  {rates['b']:9,.0f} msg/s", flush=True)
-        peaks = {}
-        for key, mode in (("c", "streaming"), ("d", "batch")):
-            seconds, peaks[key] = app_mode(mode, database_url, redis, emulator.host, f"bench-{key}", args.count,
-                                           workdir)
-            rates[key] = args.count / seconds
-            label = f"({key}) app {mode} mode, stored to {args.database}:"
-            print(f"{label:43s}{seconds:6.2f} s  {rates[key]:9,.0f} msg/s  peak worker memory "
-                  f"{peaks[key] / 1024:.0f} MB", flush=True)
-        print(f"c/a = {rates['c'] / rates['a']:.2f} (target >= 0.9)")
-        print(f"d/b = {rates['d'] / rates['b']:.2f} (target >= 0.5)")
-        print(f"d/c = {rates['d'] / rates['c']:.2f} (target >= 5)")
-        print(f"peak worker memory = {max(peaks.values()) / 1024:.0f} MB (target < 300 MB)")
-        client.close()
+        compare(args, emulator, redis, database_url, workdir)
     finally:
         drop_database()
         redis.stop()

@@ -1,13 +1,23 @@
-"""What bench/web.py and bench/soak.py share: a fresh PostgreSQL database, the Procfile's processes, memory.
+"""What the benches share: a fresh PostgreSQL database, the Procfile's processes, memory, CPU.
+
+Every process a bench starts through this module (redis-server, the emulator's Java,
+gunicorn, rq workers: `RedisServer`, `PubSubEmulator`, `start_procfile_process`,
+`spawn`) and every database it creates (`FreshDatabase`) is stopped or dropped when
+the bench ends, also when it fails or is interrupted: importing this module registers
+an atexit hook, and turns SIGTERM and SIGHUP into SystemExit so that `finally` blocks
+and that hook run (SIGINT already raises KeyboardInterrupt). Each process runs in its
+own session and is stopped as a whole process group. Only SIGKILL escapes this.
 
 Not a test helper and not run in CI.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -22,14 +32,70 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config import normalise_database_url  # noqa: E402
+from helpers import services  # noqa: E402
 from helpers.services import (  # noqa: E402, F401
-    PubSubEmulator,
-    RedisServer,
     free_port,
     stop_process,
     wait_for_port,
     wait_until,
 )
+
+# --- clean-up: whatever a bench started goes when it ends, fails or is interrupted -------------------
+
+_cleanups: list[Callable[[], None]] = []  # newest last; each is safe to call twice
+_signalled = False
+
+
+def on_exit(cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` when the bench exits, however it exits (unless it is SIGKILLed)."""
+    _cleanups.append(cleanup)
+
+
+def clean_up() -> None:
+    """Stop every process and drop every database registered so far, newest first."""
+    while _cleanups:
+        cleanup = _cleanups.pop()
+        try:
+            cleanup()
+        except Exception as error:  # noqa: BLE001 - one failed clean-up must not keep the others from running
+            print(f"clean-up {cleanup!r} failed: {error.__class__.__name__}: {error}", file=sys.stderr)
+
+
+def _exit_on_signal(signum: int, _frame) -> None:
+    global _signalled
+    if _signalled:
+        return  # already on the way out: let the clean-up finish
+    _signalled = True
+    print(f"\n{signal.Signals(signum).name}: stopping what this bench started", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+atexit.register(clean_up)
+for _signal in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_signal, _exit_on_signal)
+
+
+def spawn(args: list[str], **options) -> subprocess.Popen:
+    """Popen in a new session (a process group of its own), stopped with its group when the bench exits."""
+    process = subprocess.Popen(args, start_new_session=True, **options)
+    on_exit(lambda: stop_process(process, timeout=15))
+    return process
+
+
+class RedisServer(services.RedisServer):
+    """helpers.services.RedisServer, stopped when the bench exits."""
+
+    def start(self) -> RedisServer:
+        on_exit(self.stop)  # before starting: a start that fails half-way leaves a process too
+        return super().start()
+
+
+class PubSubEmulator(services.PubSubEmulator):
+    """helpers.services.PubSubEmulator (a Java process), stopped when the bench exits."""
+
+    def start(self, timeout: float = 60) -> PubSubEmulator:
+        on_exit(self.stop)
+        return super().start(timeout)
 
 DEFAULT_SERVER = "postgresql://pubsub:pubsub@localhost:5432/postgres"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -44,6 +110,7 @@ class FreshDatabase:
         self.admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
         with self.admin.connect() as connection:
             connection.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        on_exit(self.drop)
         self.url = server.set(database=self.name).render_as_string(hide_password=False)
         env = dict(os.environ, DATABASE_URL=self.url, SECRET_KEY="bench", FLASK_APP="gcpubsub.py")
         flask = str(Path(sys.executable).with_name("flask"))
@@ -71,8 +138,7 @@ def start_procfile_process(process_type: str, env: dict[str, str], log_path: Pat
         command += " " + " ".join(shlex.quote(argument) for argument in extra_args)
     env = dict(env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with open(log_path, "ab") as log:
-        return subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return spawn(["sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
@@ -163,17 +229,20 @@ class CpuMeter:
     time its threads were ready to run but had no core). Sample before and after, and subtract.
 
     `groups` is called at each sample, so processes started in between (work horses) are found.
-    Backends that closed in between are not counted; a pool keeps them open.
+    Backends that closed in between are not counted; a pool keeps them open. Without a PostgreSQL
+    engine (SQLite), "postgres" is 0.
     """
 
-    def __init__(self, engine: sa.Engine, groups: Callable[[], dict[str, list[int]]]):
+    def __init__(self, engine: sa.Engine | None, groups: Callable[[], dict[str, list[int]]]):
         self.engine, self.groups = engine, groups
 
     def sample(self) -> dict[str, float]:
-        with self.engine.connect() as connection:
-            backends = connection.execute(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
-                {"name": self.engine.url.database}).scalars().all()
+        backends = []
+        if self.engine is not None and self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                backends = connection.execute(sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                    {"name": self.engine.url.database}).scalars().all()
         figures: dict[str, float] = {}
         for name, pids in {**self.groups(), "postgres": backends}.items():
             figures[name] = sum(cpu_seconds(pid) for pid in pids)

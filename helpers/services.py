@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 
 EMULATOR_HINT = (
@@ -72,18 +73,69 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise ServiceError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
-    """Stop a process started with start_new_session=True, and its children."""
-    if process.poll() is not None:
-        return
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first); [] when the process is gone."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, whatever its group (rq's work horse makes its own), with its start time."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for path in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                pids = [int(child) for child in path.read_text().split()]
+            except OSError:
+                continue
+            for child in pids:
+                if child not in found and (fields := _stat(child)):
+                    found[child] = fields[19]
+                    todo.append(child)
+    return found
+
+
+def _left_over(pgid: int, family: dict[int, str]) -> list[int]:
+    """Processes still running (not zombies) in the group, or among the recorded descendants."""
+    left = [pid for pid, started in family.items() if (fields := _stat(pid)) and fields[0] != "Z"
+            and fields[19] == started]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(int(stat.parent.name))
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            left.append(int(stat.parent.name))
+    return left
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process started with start_new_session=True, and its children.
+
+    Nothing it started outlives it: children that outlive the leader, in its process group
+    or in one of their own (rq's work horse), get SIGTERM too, then SIGKILL after `timeout`.
+    """
+    family = _descendants(process.pid)  # now: once the leader is gone, its orphans are no longer its children
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = _left_over(process.pid, family)
+        if not left:
+            return
+        for pid in left:
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        while sig == signal.SIGTERM and _left_over(process.pid, family) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def redis_executable() -> str:

@@ -26,12 +26,18 @@ def _reject_constant(name: str) -> Any:
 
 
 _STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+# Made once: json.dumps with options builds a new encoder for every call.
+_ATTRIBUTES_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True)
+# What a JSON document can start with, after whitespace (JSON's whitespace: space, tab, newline, return).
+_JSON_STARTS = frozenset('{["-0123456789tfn')
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def is_json_text(text: str) -> bool:
     """Whether the text is one strict JSON document (NaN and Infinity are not JSON)."""
-    if not text or text.isspace():
-        return False
+    start = text.lstrip(_JSON_WHITESPACE)[:1]
+    if start not in _JSON_STARTS or not start:
+        return False  # plain text, decided without parsing it
     try:
         _STRICT_JSON.decode(text)
     except (ValueError, RecursionError):
@@ -133,7 +139,7 @@ def build_row(
         "data_bytes": data_bytes,
         "is_json": is_json,
         # ASCII only (NUL and non-ASCII as \u escapes), so any attribute key or value is text on every database.
-        "attributes_json": json.dumps(dict(attributes), sort_keys=True, ensure_ascii=True),
+        "attributes_json": _ATTRIBUTES_JSON.encode(dict(attributes)) if attributes else "{}",
         "ordering_key": ordering_key or None,
         "delivery_attempt": delivery_attempt or None,
         "size": size,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,14 +18,28 @@ COLUMNS = [
     "is_json", "attributes_json", "ordering_key", "delivery_attempt", "size",
 ]
 STAGE_TABLE = "user_item_stage"
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+COPY_READ_BYTES = 1 << 20
 
 
 def _text(value: str | None) -> str:
+    """A text value in COPY's text format: backslash, tab, newline and carriage return escaped.
+
+    Each `in` and `replace` is one pass in C, so this is linear in the value's length; a
+    one-to-two `str.translate` map takes its per-character slow path, 10 to 30 times slower
+    (bench/copy_format.py). The backslash goes first, so that the backslashes the other
+    escapes add are not doubled.
+    """
     if value is None:
         return "\\N"
-    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value:
+        value = value.replace("\t", "\\t")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if "\r" in value:
+        value = value.replace("\r", "\\r")
+    return value
 
 
 def _number(value: int | None) -> str:
@@ -141,8 +154,9 @@ class BatchWriter:
                 # Before any insert: the lock also orders quarantined rows' ids.
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
                 if rows:
-                    connection_info = connection.connection.info
-                    inserted = self._write_postgresql(connection, rows)
+                    inserted, created_stage = self._write_postgresql(connection, rows)
+                    if created_stage:
+                        connection_info = connection.connection.info
             elif rows:
                 inserted = len(connection.execute(self.insert, list(rows)).all())
             quarantined_count = len(connection.execute(self.insert_quarantined, held).all()) if held else 0
@@ -160,22 +174,38 @@ class BatchWriter:
             connection_info[STAGE_TABLE] = True
         return inserted
 
-    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> tuple[int, bool]:
+        """(rows inserted, whether the stage table was created in this transaction)."""
         # The caller holds the user's advisory lock, which serialises a user's batches so their item
         # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
-        if not connection.connection.info.get(STAGE_TABLE):
+        # Encoded once, and handed over in large reads: psycopg2 would otherwise read and encode
+        # a text buffer 8 kB at a time (a quarter of the writer's CPU on 1 KB rows).
+        data = "".join([copy_line(row) for row in rows]).encode()
+        # Most batches hold only new messages: COPY them straight into the table, in a savepoint.
+        # A redelivered one fails the unique key (IntegrityError); then the batch goes through the
+        # stage table and ON CONFLICT DO NOTHING. The direct path saves PostgreSQL a quarter of its
+        # CPU per row (1,000-row batches of 1 KB messages: 30 against 40 µs of backend CPU a row).
+        try:
+            with connection.begin_nested():
+                self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
+            return len(rows), False
+        except sa.exc.IntegrityError:
+            pass
+        created = not connection.connection.info.get(STAGE_TABLE)
+        if created:
             connection.execute(self.create_stage)
-        buffer = io.StringIO()
-        buffer.writelines(copy_line(row) for row in rows)
-        buffer.seek(0)
-        statement = f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
+        self._copy(connection, f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", data)
+        return connection.execute(self.insert).rowcount, created
+
+    @staticmethod
+    def _copy(connection: sa.Connection, statement: str, data: bytes) -> None:
+        buffer = io.BytesIO(data)
         dbapi_error = connection.dialect.loaded_dbapi.Error
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(statement, buffer)
+            cursor.copy_expert(statement, buffer, size=COPY_READ_BYTES)
         except dbapi_error as error:
             # Raised like any other statement's error, so callers need only catch SQLAlchemyError.
             raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
         finally:
             cursor.close()
-        return connection.execute(self.insert).rowcount
