@@ -18,3 +18,12 @@ def polling_subscription(user_id: int, subscription: str, stream: int = 0) -> st
     app = create_app()
     with app.app_context():
         return run_polling_task(task_id_of_job(job.id), stream)
+
+
+def deliver_alert(alert_id: int) -> str:
+    """Send one alert's webhook if it is due (app.alerts.delivery); retries are enqueued by it."""
+    from app.alerts.delivery import deliver
+
+    app = create_app()
+    with app.app_context():
+        return deliver(alert_id)
