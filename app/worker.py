@@ -37,15 +37,23 @@ class AlertCourier(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        from flask import current_app
+        from redis import RedisError
+
         from app import create_app
-        from app.alerts.delivery import deliver_due, recover_stuck
+        from app.alerts.delivery import deliver_due, recover_stuck, wake_key
         from app.extensions import db
 
         flask_app = create_app()
         next_recovery = time.monotonic() + MAINTENANCE_SECONDS
         with flask_app.app_context():
             try:
-                while not self.stopping.wait(COURIER_SECONDS):
+                while not self.stopping.is_set():
+                    try:
+                        # Woken as soon as an alert is enqueued; else every COURIER_SECONDS (retries, lost wake-ups).
+                        current_app.redis.blpop([wake_key()], timeout=COURIER_SECONDS)
+                    except RedisError:
+                        self.stopping.wait(COURIER_SECONDS)
                     try:
                         while deliver_due() and not self.stopping.is_set():
                             pass

@@ -59,8 +59,13 @@ def alerts_queue() -> Queue:
     return Queue(current_app.config["RQ_ALERTS_QUEUE"], connection=current_app.redis)
 
 
+def wake_key() -> str:
+    """A Redis list the couriers of busy workers wait on (BLPOP), so a new alert does not wait for their next round."""
+    return f"pubsub-monitor:{current_app.config['RQ_ALERTS_QUEUE']}:wake"
+
+
 def enqueue(alerts: Iterable[tuple[int, float]]) -> None:
-    """Enqueue a delivery job per (alert id, delay in seconds); raises RedisError."""
+    """Enqueue a delivery job per (alert id, delay in seconds), and wake a courier; raises RedisError."""
     from app.tasks import deliver_alert
 
     queue = alerts_queue()
@@ -72,6 +77,9 @@ def enqueue(alerts: Iterable[tuple[int, float]]) -> None:
             now_jobs.append(Queue.prepare_data(deliver_alert, (alert_id,), result_ttl=0, failure_ttl=86400))
     if now_jobs:
         queue.enqueue_many(now_jobs)
+        with current_app.redis.pipeline() as pipe:
+            # A few wake-ups at most: one courier delivers every due alert once woken.
+            pipe.lpush(wake_key(), 1).ltrim(wake_key(), 0, 3).execute()
 
 
 def signature(secret: str, body: bytes) -> str:

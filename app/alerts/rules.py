@@ -36,7 +36,8 @@ def new_secret() -> str:
 
 
 def check_condition(condition: str) -> str:
-    condition = (condition or "").strip()
+    # Kept as written (not stripped), so that error positions point into what the user typed.
+    condition = condition or ""
     try:
         compiled(condition)
     except FilterSyntaxError as error:
