@@ -25,16 +25,17 @@ Extension for alert conditions (``parse(..., extensions=True)`` only; Pub/Sub ha
 
 Readings where Google's page is open
 ------------------------------------
-Each choice below is the strict one unless the page's own examples need more: an expression this
-module accepts should also be accepted by Pub/Sub, so a dry run never promises a filter that the
-service would then refuse.
+Each choice below is the strict one unless the page's own examples need more, so that an
+expression this module accepts is, as far as we can tell, one Pub/Sub accepts too, and a dry run
+does not promise a filter that the service would then refuse.
 
-1. ``attributes.KEY != "v"`` on a message without KEY is **true**. The page describes ``!=`` as
-   "without the attribute and the value", with the same words it uses for ``NOT hasPrefix``; we
-   read ``!=`` as the negation of ``=``, so it is ``NOT attributes.KEY = "v"`` exactly. (A
-   reading of "has KEY and a different value" would be spelled ``attributes:KEY AND ... != ...``.)
-2. ``hasPrefix`` on a missing key is false (the page: "messages with the attribute and a value
-   that starts with"); so ``NOT hasPrefix(...)`` is true on a message without the key.
+1. ``attributes.KEY != "v"`` on a message without KEY is **true**: ``!=`` is read as the
+   negation of ``=``, exactly ``NOT attributes.KEY = "v"``. The page's table describes ``!=``
+   in the same "without ..." terms as ``NOT attributes:KEY`` and ``NOT hasPrefix``, and Google's
+   own in-memory fake of the service (pstest, in google-cloud-go) keeps messages without the key
+   for ``!=``. "Has KEY with another value" is written ``attributes:KEY AND attributes.KEY != "v"``.
+2. ``hasPrefix`` on a missing key is false (the page: messages with the attribute and a value
+   that starts with the prefix); so ``NOT hasPrefix(...)`` is true on a message without the key.
    ``hasPrefix(attributes.k, "")`` is the same as ``attributes:k``.
 3. Keywords are case-sensitive: ``AND``, ``OR``, ``NOT`` in capitals, ``attributes`` and
    ``hasPrefix`` as written. Google writes them only that way; ``and`` is an error whose message
@@ -47,7 +48,8 @@ service would then refuse.
    repeat (``--x`` is ``x``), like ``NOT NOT x``.
 6. Whitespace (space, tab, CR, LF) may surround ``=``, ``!=``, ``AND``, ``OR``, ``NOT``, commas
    and parentheses, but not the ``.`` or ``:`` after ``attributes`` (``attributes . k`` is an
-   error): the page never spaces them, and a space there reads like two words. Other white
+   error): the page never spaces them, and a space there reads like two words. ``NOT`` needs a
+   space after it unless a parenthesis follows (``NOT(a)``); ``hasPrefix (`` may have one. Other white
    space characters (no-break space, form feed...) are errors. An expression of only whitespace
    is the empty filter.
 7. Strings are double-quoted only; a single-quoted string is an error that says so. Escapes:
@@ -106,7 +108,7 @@ _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _WORD_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _WORD_CHARS = _WORD_START | frozenset("0123456789")
 _SIMPLE_ESCAPES = {
-    "\\": "\\", '"': '"', "'": "'", "?": "?", "`": "`",
+    "\\": "\\", '"': '"', "'": "'", "?": "?",
     "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
 }
 _RENDER_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -120,6 +122,9 @@ class FilterSyntaxError(ValueError):
         super().__init__(f"{message} at {position}")
         self.message = message
         self.position = position
+
+    def __reduce__(self):
+        return type(self), (self.message, self.position)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,12 +161,12 @@ class _Context:
 
     def text(self) -> str:
         if self._text is None:
-            if self.data is None:
-                self._text = ""
-            elif isinstance(self.data, str):
+            if isinstance(self.data, str):
                 self._text = self.data
-            else:
+            elif isinstance(self.data, bytes | bytearray | memoryview):
                 self._text = bytes(self.data).decode("utf-8", errors="replace")
+            else:
+                self._text = ""  # no data (None), or something that is not message data
         return self._text
 
     def json(self):
@@ -183,12 +188,16 @@ def _reject_constant(name: str):
 
 
 def _load_json(data):
-    if data is None:
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            return _NOT_JSON
+    if not isinstance(data, str):
         return _NOT_JSON
     try:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
-        return json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
-    except (ValueError, RecursionError, TypeError):
+        return json.loads(data, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the json module goes
         return _NOT_JSON
 
 
@@ -435,14 +444,6 @@ class _Parser:
             raise self.error(f"expected {what}")
         self.pos += 1
 
-    def describe_here(self) -> str:
-        char = self.peek()
-        if not char:
-            return "the end of the filter"
-        if ord(char) < 0x20 or ord(char) == 0x7F or char.isspace():
-            return f"character U+{ord(char):04X}"
-        return repr(char)
-
     # -- grammar -----------------------------------------------------------------------------
 
     def parse(self) -> Node:
@@ -450,8 +451,8 @@ class _Parser:
         if self.at_end():
             return MatchAll()
         node = self.expression(grouped=False)
-        if not self.at_end():
-            raise self.error(f"unexpected {self.describe_here()}")
+        if not self.at_end():  # the top level stops early only at a ')' that closes nothing
+            raise self.error("unexpected ')'")
         return node
 
     def expression(self, grouped: bool = True) -> Node:
