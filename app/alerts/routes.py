@@ -33,12 +33,14 @@ def own_rule(rule_id: int) -> AlertRule:
     return rule
 
 
-def rule_form(rule: AlertRule | None = None) -> AlertRuleForm:
-    form = AlertRuleForm(obj=rule) if rule is not None and request.method == "GET" else AlertRuleForm()
+def rule_form(rule: AlertRule | None = None, *, from_rule: bool = False) -> AlertRuleForm:
+    """The rule's form: filled from the request when one was posted, else (or with from_rule) from the rule."""
+    from_rule = rule is not None and (from_rule or request.method == "GET")
+    form = AlertRuleForm(formdata=None, obj=rule) if from_rule else AlertRuleForm()
     form.subscription.choices = [SelectChoice("", "All my subscriptions")] + [
         SelectChoice(name, polling.display_name(name)) for name in polling.user_subscription_names(current_user)
     ]
-    if rule is not None and request.method == "GET":
+    if from_rule:
         form.subscription.data = rule.subscription or ""
     return form
 
@@ -86,8 +88,8 @@ def alerts():
                 if wants_json():
                     return jsonify({"id": rule.id, "secret": rule.secret}), 201
                 # The secret is shown now, in this response, and never again.
-                return render_template("alerts/rule.html", rule=rule, form=rule_form(rule), secret=rule.secret,
-                                       history=[], title=rule.name)
+                return render_template("alerts/rule.html", rule=rule, form=rule_form(rule, from_rule=True),
+                                       secret=rule.secret, history=[], history_limit=HISTORY_LIMIT)
         if wants_json():
             return jsonify({"error": first_error(form)}), 400
     rules = user_rules(current_user.id)
@@ -97,7 +99,8 @@ def alerts():
     ).all()) if rules else {}
     if wants_json():
         return jsonify([rule_row(rule) | {"deliveries": counts.get(rule.id, 0)} for rule in rules])
-    return render_template("alerts/alerts.html", rules=rules, counts=counts, form=form), 400 if form.errors else 200
+    # Field errors are shown on the page, as the app's other forms do (200); JSON clients got a 400 above.
+    return render_template("alerts/alerts.html", rules=rules, counts=counts, form=form)
 
 
 @bp.route("/alerts/<int:rule_id>", methods=["GET", "POST"])
@@ -121,9 +124,8 @@ def rule_page(rule_id):
                 return redirect(url_for("alerts.rule_page", rule_id=rule.id))
         if wants_json():
             return jsonify({"error": first_error(form)}), 400
-    status = 400 if form.errors else 200
     return render_template("alerts/rule.html", rule=rule, form=form, secret=None, history=history(rule),
-                           title=rule.name), status
+                           history_limit=HISTORY_LIMIT)
 
 
 @bp.route("/alerts/<int:rule_id>.json")
