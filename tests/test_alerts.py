@@ -396,3 +396,18 @@ def test_the_rate_limit_sends_a_digest_for_the_rest_and_loses_nothing(
     assert len({record["json"]["message_id"] for record in singles()}) == 60
     digest = next(record["json"] for record in receiver.delivered() if record["json"]["digest"])
     assert digest["rule"]["id"] == rule_id and digest["count"] >= 1
+
+
+def test_deleting_a_user_deletes_their_rules_and_alerts(app, client, auth):
+    from app.models import AlertRule, User
+    from app.users import delete_user
+
+    user_id = signed_alice(app, auth)
+    rule_id = create_rule_over_http(client, auth, "http://127.0.0.1:9/").get_json()["id"]
+    client.post(f"/alerts/{rule_id}/test", headers={"X-CSRFToken": auth.csrf_token("/alerts")})
+    assert len(alerts_of(app, rule_id)) == 1
+    with app.app_context():
+        delete_user(db.session.get(User, user_id))
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(AlertRule)) == 0
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Alert)) == 0

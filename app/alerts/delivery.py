@@ -165,8 +165,13 @@ def send(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
     try:
         response = pool.urlopen("POST", target.path, body=body, headers=request_headers, redirect=False,
                                 assert_same_host=False, preload_content=True)
+    except urllib3.exceptions.TimeoutError:
+        raise DeliveryError(f"no answer within {timeout:g} s") from None
+    except urllib3.exceptions.NewConnectionError:
+        raise DeliveryError(f"could not connect to {target.address} port {target.port}") from None
     except urllib3.exceptions.HTTPError as error:
-        raise DeliveryError(f"{error.__class__.__name__}: {error}") from None
+        # The class only: urllib3's messages may quote the URL, whose path can hold a token (Slack's do).
+        raise DeliveryError(f"the connection failed ({error.__class__.__name__})") from None
     finally:
         pool.close()
     if not 200 <= response.status < 300:
