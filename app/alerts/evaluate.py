@@ -24,12 +24,53 @@ from flask import current_app
 from redis import RedisError
 
 from app.alerts.rules import compiled
-from app.filterlang import Filter, FilterSyntaxError
+from app.filterlang import And, DataContains, DataEquals, Equals, Filter, FilterSyntaxError
 from app.models import ALERT_PENDING, Alert, AlertRule, Notification
 
 log = logging.getLogger(__name__)
 
 ALERT_NOTIFICATION = "alert_fired"
+
+
+class Prefilter:
+    """What a condition cannot match without, from its root or the terms AND-ed at its top, checked
+    before the full evaluation so that a rule about other messages costs next to nothing (parsing
+    the JSON data, which a data condition needs, costs far more than a substring search). Each test
+    is a necessary condition only; the full evaluation still decides.
+
+    - `attributes.KEY = "v"`: the attribute is that string (exactly what Equals tests).
+    - `data:"text"`: the text is in the data (exactly what DataContains tests, on text data).
+    - `data.path = "v"` where v is not a JSON number or constant (it holds no digit and is not
+      true/false/null): the value found must then be the string v, which appears verbatim in JSON
+      text that has no backslash (no escape can spell it otherwise).
+    """
+
+    __slots__ = ("equalities", "texts", "json_strings")
+
+    def __init__(self, rule_filter: Filter):
+        root = rule_filter.root
+        operands = root.operands if isinstance(root, And) else (root,)
+        self.equalities = tuple((node.key, node.value) for node in operands if isinstance(node, Equals))
+        self.texts = tuple(node.text for node in operands if isinstance(node, DataContains))
+        self.json_strings = tuple(
+            node.value for node in operands
+            if isinstance(node, DataEquals) and node.value not in ("true", "false", "null")
+            and not any(char.isdigit() for char in node.value)
+        )
+
+    def rejects(self, attributes: dict, data: str | bytes | None) -> bool:
+        for key, value in self.equalities:
+            if attributes.get(key) != value:
+                return True
+        if isinstance(data, str):
+            for text in self.texts:
+                if text not in data:
+                    return True
+            if self.json_strings and "\\" not in data:
+                for value in self.json_strings:
+                    if value not in data:
+                        return True
+        return False
 
 
 class RuleEvaluator:
@@ -38,7 +79,7 @@ class RuleEvaluator:
     def __init__(self, user_id: int, subscription: str):
         self.user_id = user_id
         self.subscription = subscription
-        self.rules: list[tuple[int, str, Filter]] = []
+        self.rules: list[tuple[int, str, Filter, Prefilter]] = []
         self.uses_data = False
         self.to_enqueue: list[tuple[int, float]] = []
         config = current_app.config
@@ -58,12 +99,13 @@ class RuleEvaluator:
         rules = []
         for rule_id, name, condition in found:
             try:
-                rules.append((rule_id, name, compiled(condition)))
+                rule_filter = compiled(condition)
+                rules.append((rule_id, name, rule_filter, Prefilter(rule_filter)))
             except FilterSyntaxError:
                 # Saved rules were checked; one that no longer parses (a changed grammar) is skipped, not fatal.
                 log.warning("Alert rule %s has a condition that no longer parses; skipped", rule_id)
         self.rules = rules
-        self.uses_data = any(rule_filter.uses_data for _, _, rule_filter in rules)
+        self.uses_data = any(rule_filter.uses_data for _, _, rule_filter, _ in rules)
         return bool(rules)
 
     def stored(self, connection: sa.Connection, new_rows: Sequence[tuple[int, dict[str, Any]]]) -> None:
@@ -83,13 +125,15 @@ class RuleEvaluator:
                 data = row.get("data_text")
                 if data is None:
                     data = row.get("data_bytes")
-            for rule_id, _, rule_filter in self.rules:
-                if rule_filter.matches(attributes, data):
+            for rule_id, _, rule_filter, prefilter in self.rules:
+                if prefilter.rejects(attributes, data):
+                    continue
+                if rule_filter.matches(attributes, data if rule_filter.uses_data else None):
                     firings.setdefault(rule_id, []).append(item_id)
         if not firings:
             return
         now = datetime.now(UTC)
-        names = {rule_id: name for rule_id, name, _ in self.rules}
+        names = {rule_id: name for rule_id, name, _, _ in self.rules}
         notifications = []
         for rule_id, item_ids in firings.items():
             single_ids, digested = self._fire(connection, rule_id, item_ids, now)
