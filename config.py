@@ -131,5 +131,7 @@ class Config:
     # A delivery claimed this long ago and not finished belongs to a worker that died: it is
     # delivered again (at least once; the receiver dedups on X-PubSub-Monitor-Delivery).
     ALERT_LEASE_SECONDS = float(os.environ.get("ALERT_LEASE_SECONDS") or 60)
+    # Delivered and failed alerts older than this are deleted by the workers' maintenance step.
+    ALERT_HISTORY_DAYS = float(os.environ.get("ALERT_HISTORY_DAYS") or 30)
     # The app's address as its users reach it, for the message links in alert bodies.
     PUBLIC_URL = (os.environ.get("PUBLIC_URL") or "http://localhost:5000").rstrip("/")

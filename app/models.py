@@ -372,9 +372,9 @@ class Alert(db.Model):
     rule: so.Mapped[AlertRule] = so.relationship()
 
     __table_args__ = (
-        # A rule's history, newest first, and its rate limit (firings in the last minute).
-        sa.Index("ix_alert_rule_id_id", "rule_id", "id"),
-        # Due and stuck deliveries (the worker's courier and maintenance step).
+        # A rule's history, newest first, its rate limit (firings in the last minute) and open digest.
+        sa.Index("ix_alert_rule_id_created_at", "rule_id", "created_at"),
+        # Due and stuck deliveries (the worker's courier and maintenance step), and old history to prune.
         sa.Index("ix_alert_state_next_attempt_at", "state", "next_attempt_at"),
     )
 

@@ -37,7 +37,7 @@ from stack import FreshDatabase, PubSubEmulator, RedisServer, app_env, start_pro
 
 from helpers.services import wait_until  # noqa: E402
 
-PROJECT = "bench-project"
+PROJECT = "bench-project"  # as stack.app_env sets GCP_PROJECT_ID
 
 
 class Receiver:
@@ -92,7 +92,7 @@ def run(workers: int, count: int, rate: float, database_url: str, redis: RedisSe
     settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "GCP_PROJECT_ID": PROJECT,
                 "PUBSUB_EMULATOR_HOST": emulator.host, "SECRET_KEY": "bench", "TESTING": True}
     app = create_app(type("BenchConfig", (Config,), settings))
-    env = app_env(database_url, redis.url, GCP_PROJECT_ID=PROJECT, PUBSUB_EMULATOR_HOST=emulator.host,
+    env = app_env(database_url, redis.url, PUBSUB_EMULATOR_HOST=emulator.host,
                   ALERT_ALLOW_PRIVATE_TARGETS="1", ALERT_MAX_PER_MINUTE="1000000")
     processes = [start_procfile_process("worker", env, workdir / f"worker-{suffix}-{number}.log")
                  for number in range(workers)]

@@ -471,3 +471,35 @@ def test_the_prefilter_never_rejects_a_message_the_condition_matches(condition):
                 matched += 1
                 assert not prefilter.rejects(attributes, data), (condition, attributes, data)
     assert matched or condition.startswith("data.status = \"\""), "the table should exercise a match"
+
+
+def test_maintenance_requeues_stuck_and_lost_deliveries_and_prunes_old_history(app, client, auth):
+    from datetime import timedelta
+
+    from app.alerts.delivery import recover_stuck
+
+    signed_alice(app, auth)
+    rule_id = create_rule_over_http(client, auth, "http://127.0.0.1:9/").get_json()["id"]
+    now = datetime.now(UTC)
+    ago = {"minutes": timedelta(minutes=5), "days": timedelta(days=40)}
+    with app.app_context():
+        rows = {
+            "old": Alert(rule_id=rule_id, state="delivered", created_at=now - ago["days"],
+                         next_attempt_at=now - ago["days"], delivered_at=now - ago["days"]),
+            "recent": Alert(rule_id=rule_id, state="delivered", created_at=now, next_attempt_at=now, delivered_at=now),
+            "stuck": Alert(rule_id=rule_id, state="delivering", attempts=1, created_at=now - ago["minutes"],
+                           next_attempt_at=now - ago["minutes"], claimed_at=now - ago["minutes"]),
+            "lost": Alert(rule_id=rule_id, state="pending", created_at=now - ago["minutes"],
+                          next_attempt_at=now - ago["minutes"]),
+            "waiting": Alert(rule_id=rule_id, state="pending", attempts=2, created_at=now - ago["minutes"],
+                             next_attempt_at=now + ago["minutes"]),
+        }
+        db.session.add_all(rows.values())
+        db.session.commit()
+        ids = {name: row.id for name, row in rows.items()}
+        assert recover_stuck() == 2
+        states = dict(db.session.execute(sa.select(Alert.id, Alert.state)).all())
+    assert ids["old"] not in states
+    assert states[ids["stuck"]] == "pending" and states[ids["lost"]] == "pending"
+    assert states[ids["recent"]] == "delivered" and states[ids["waiting"]] == "pending"
+    assert app.redis.llen(f"rq:queue:{app.config['RQ_ALERTS_QUEUE']}") == 2

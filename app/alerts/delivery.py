@@ -252,7 +252,8 @@ def deliver_due(limit: int = 50) -> int:
 
 
 def recover_stuck(lost_after_seconds: float = 60.0, limit: int = 500) -> int:
-    """Make deliveries whose worker died pending again, and re-enqueue pending ones whose job was lost.
+    """Make deliveries whose worker died pending again, re-enqueue pending ones whose job was lost,
+    and delete history older than ALERT_HISTORY_DAYS.
 
     Run by the worker's maintenance step. A delivery claimed more than ALERT_LEASE_SECONDS ago
     (its timeout is far shorter) belongs to a dead worker. Returns how many alerts were enqueued.
@@ -273,6 +274,11 @@ def recover_stuck(lost_after_seconds: float = 60.0, limit: int = 500) -> int:
                                   Alert.next_attempt_at < now - timedelta(seconds=lost_after_seconds))
         .order_by(Alert.next_attempt_at).limit(limit)
     ))
+    # The history is kept for ALERT_HISTORY_DAYS; a few thousand rows per pass keep each pass short.
+    cutoff = now - timedelta(days=current_app.config["ALERT_HISTORY_DAYS"])
+    old = sa.select(Alert.id).where(Alert.state.in_((ALERT_DELIVERED, ALERT_FAILED)),
+                                    Alert.next_attempt_at < cutoff).limit(5000)
+    db.session.execute(sa.delete(Alert).where(Alert.id.in_(old.scalar_subquery())))
     db.session.commit()
     ids = list(dict.fromkeys(stuck + lost))
     if ids:

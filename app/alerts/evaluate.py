@@ -30,6 +30,7 @@ from app.models import ALERT_PENDING, Alert, AlertRule, Notification
 log = logging.getLogger(__name__)
 
 ALERT_NOTIFICATION = "alert_fired"
+DIGEST_LOOKBACK = timedelta(hours=1)
 
 
 class Prefilter:
@@ -167,7 +168,9 @@ class RuleEvaluator:
             # Into the rule's digest that has not been sent yet, else a new one sent after ALERT_DIGEST_SECONDS.
             counted = connection.execute(
                 sa.update(Alert).where(Alert.rule_id == rule_id, Alert.kind == "digest",
-                                       Alert.state == ALERT_PENDING, Alert.attempts == 0)
+                                       Alert.state == ALERT_PENDING, Alert.attempts == 0,
+                                       # Bounds the index range; an older unsent digest (no worker ran) stays as it is.
+                                       Alert.created_at > now - self.digest_delay - DIGEST_LOOKBACK)
                 .values(count=Alert.count + excess)
             ).rowcount
             if not counted:

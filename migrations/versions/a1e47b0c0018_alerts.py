@@ -58,14 +58,14 @@ def upgrade():
         sa.PrimaryKeyConstraint('id', name=op.f('pk_alert')),
     )
     with op.batch_alter_table('alert', schema=None) as batch_op:
-        batch_op.create_index('ix_alert_rule_id_id', ['rule_id', 'id'], unique=False)
+        batch_op.create_index('ix_alert_rule_id_created_at', ['rule_id', 'created_at'], unique=False)
         batch_op.create_index('ix_alert_state_next_attempt_at', ['state', 'next_attempt_at'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('alert', schema=None) as batch_op:
         batch_op.drop_index('ix_alert_state_next_attempt_at')
-        batch_op.drop_index('ix_alert_rule_id_id')
+        batch_op.drop_index('ix_alert_rule_id_created_at')
     op.drop_table('alert')
     with op.batch_alter_table('alert_rule', schema=None) as batch_op:
         batch_op.drop_index('ix_alert_rule_user_id_enabled')
