@@ -8,10 +8,12 @@ retention pass runs when it is due (app.retention). A worker busy polling runs t
 pass too, from its heartbeat loop, so that a deployment whose only worker polls still has one.
 
 Alerts: the worker listens on RQ_ALERTS_QUEUE (first, so deliveries go before new polling jobs)
-and RQ_QUEUE. A polling job never ends by itself, so while its work horse polls, the worker's
-own process runs an AlertCourier thread that delivers due alerts from the database: a worker
-busy polling still delivers within about COURIER_SECONDS. The maintenance step recovers
-deliveries left half-done by a worker that died (app.alerts.delivery.recover_stuck).
+and RQ_QUEUE. A delivery job is short (its timeout bounds it), so it runs in the worker's own
+process, as rq's SimpleWorker runs jobs, without the fork and app start-up of a work horse. A
+polling job never ends by itself, so while its work horse polls, the worker's own process runs
+an AlertCourier that delivers due alerts from the database, COURIER_THREADS at a time: a worker
+busy polling still delivers at once. The maintenance step recovers deliveries left half-done by
+a worker that died (app.alerts.delivery.recover_stuck).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from rq.worker import HerokuWorker
+from rq.worker import HerokuWorker, WorkerStatus
 
 MAINTENANCE_SECONDS = 15
 COURIER_SECONDS = 0.5
+COURIER_THREADS = 4
 POLLING_JOB = "app.tasks.polling_subscription"
+ALERT_JOB = "app.tasks.deliver_alert"
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +46,21 @@ class AlertCourier(threading.Thread):
         from redis import RedisError
 
         from app import create_app
-        from app.alerts.delivery import deliver_due, recover_stuck, wake_key
+        from app.alerts.delivery import deliver, due_alert_ids, recover_stuck, wake_key
         from app.extensions import db
 
         flask_app = create_app()
+
+        def deliver_one(alert_id: int) -> None:
+            # Each thread has its own app context, hence its own database session.
+            with flask_app.app_context():
+                try:
+                    deliver(alert_id)
+                except Exception:  # a process boundary: one failed delivery must not stop the others
+                    log.exception("Alert courier: delivery of alert %s failed", alert_id)
+
         next_recovery = time.monotonic() + MAINTENANCE_SECONDS
+        pool = ThreadPoolExecutor(COURIER_THREADS, thread_name_prefix="alert-courier")
         with flask_app.app_context():
             try:
                 while not self.stopping.is_set():
@@ -55,8 +70,13 @@ class AlertCourier(threading.Thread):
                     except RedisError:
                         self.stopping.wait(COURIER_SECONDS)
                     try:
-                        while deliver_due() and not self.stopping.is_set():
-                            pass
+                        while not self.stopping.is_set():
+                            due = due_alert_ids()
+                            db.session.rollback()
+                            if not due:
+                                break
+                            # Claims (app.alerts.delivery) keep two threads or workers from sending one alert.
+                            list(pool.map(deliver_one, due))
                         if time.monotonic() >= next_recovery:
                             recover_stuck()
                             next_recovery = time.monotonic() + MAINTENANCE_SECONDS
@@ -64,6 +84,7 @@ class AlertCourier(threading.Thread):
                         log.exception("Alert courier: delivery round failed; will try again")
                         db.session.rollback()
             finally:
+                pool.shutdown(wait=True)
                 db.session.remove()
                 db.engine.dispose()
 
@@ -90,6 +111,22 @@ class PollingWorker(HerokuWorker):
         self.reconcile_polling_tasks()
         self.recover_alerts()
         self.apply_retention()
+
+    def execute_job(self, job, queue):
+        if job.func_name != ALERT_JOB:
+            return super().execute_job(job, queue)
+        # In this process, as rq's SimpleWorker does: no work horse to fork and start for a short delivery.
+        execution = self.prepare_execution(job)
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+        return None
+
+    def main_work_horse(self, job, queue):
+        from app.tasks import forget_inherited_connections
+
+        # In the forked horse: database connections of the parent's in-process jobs are not its own.
+        forget_inherited_connections()
+        super().main_work_horse(job, queue)
 
     def fork_work_horse(self, job, queue):
         super().fork_work_horse(job, queue)

@@ -119,7 +119,11 @@ def run(workers: int, count: int, rate: float, database_url: str, redis: RedisSe
                 publisher.publish(topic, b'{"status": "FAILURE"}', status="FAILURE", n=str(number)).result(60)
                 time.sleep(max(0.0, started + (number + 1) * interval - time.monotonic()))
             wait_until(lambda: len(receiver.arrivals) >= count, 120, 0.2, f"{count} deliveries")
-            created = dict(db.session.execute(sa.select(Alert.id, Alert.created_at).where(Alert.rule_id == rule_id)))
+            rows = db.session.execute(
+                sa.select(Alert.id, Alert.created_at, Alert.delivered_at).where(Alert.rule_id == rule_id)).all()
+            created = {alert_id: moment for alert_id, moment, _ in rows}
+            in_database = [(delivered - moment).total_seconds() for _, moment, delivered in rows if delivered]
+            print(f"  (Alert.delivered_at - created_at: p50 {statistics.median(in_database) * 1000:.0f} ms)")
             db.session.execute(sa.update(Task).where(Task.id == task_id).values(complete=True))
             db.session.commit()
         return [receiver.arrivals[alert_id] - moment.replace(tzinfo=moment.tzinfo or UTC).timestamp()

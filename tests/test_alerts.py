@@ -503,3 +503,23 @@ def test_maintenance_requeues_stuck_and_lost_deliveries_and_prunes_old_history(a
     assert states[ids["stuck"]] == "pending" and states[ids["lost"]] == "pending"
     assert states[ids["recent"]] == "delivered" and states[ids["waiting"]] == "pending"
     assert app.redis.llen(f"rq:queue:{app.config['RQ_ALERTS_QUEUE']}") == 2
+
+
+def test_an_idle_worker_sends_a_test_delivery_and_logs_no_secret(app, client, auth, worker_factory,
+                                                                receiver_factory):
+    """The delivery job path (no polling, so no courier): the job on the alerts queue, in the worker's process."""
+    receiver = receiver_factory(fail_first=1)
+    signed_alice(app, auth)
+    created = create_rule_over_http(client, auth, receiver.url + "?token=hook-token-in-the-url").get_json()
+    worker = worker_factory(ALERT_BACKOFF_SECONDS="0.3")
+    token = auth.csrf_token("/alerts")
+    page = client.post(f"/alerts/{created['id']}/test", data={"csrf_token": token}, follow_redirects=True)
+    assert "Test sent" in page.get_data(as_text=True)
+    wait_until(lambda: receiver.delivered(), timeout=60, message="the test delivery")
+    (record,) = receiver.delivered()
+    assert record["json"]["test"] is True and verify_signature(created["secret"], record)
+    history = client.get(f"/alerts/{created['id']}.json").get_json()["deliveries"]
+    assert [(entry["kind"], entry["state"], entry["attempts"]) for entry in history] == [("test", "delivered", 2)]
+    log = worker.log()
+    assert "deliver_alert" in log, "the worker ran the delivery job"
+    assert created["secret"] not in log and "hook-token-in-the-url" not in log

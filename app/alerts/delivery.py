@@ -10,8 +10,8 @@ the worker's maintenance step (recover_stuck) makes it pending again and enqueue
 receiver may then see it twice, with the same X-PubSub-Monitor-Delivery id.
 
 Polling jobs run until stopped, so a worker busy polling takes no job from any queue. Its parent
-process runs a courier thread meanwhile (app.worker), which delivers due alerts straight from the
-database (deliver_due): delivery waits for no idle worker.
+process runs a courier meanwhile (app.worker), which delivers due alerts straight from the
+database (due_alert_ids): delivery waits for no idle worker.
 """
 
 from __future__ import annotations
@@ -193,7 +193,14 @@ def deliver(alert_id: int) -> str:
     config = current_app.config
     now = datetime.now(UTC)
     if not _claim(alert_id, now):
-        return "skipped"  # delivered, being delivered elsewhere, or not due yet
+        # Delivered or being delivered elsewhere; or not due yet: rq's scheduler counts whole seconds,
+        # so a retry's job may come up to a second early, and is then scheduled again.
+        due_at = db.session.scalar(
+            sa.select(Alert.next_attempt_at).where(Alert.id == alert_id, Alert.state == ALERT_PENDING))
+        db.session.rollback()
+        if due_at is not None and (wait := (as_utc(due_at) - now).total_seconds()) > 0:
+            enqueue([(alert_id, wait)])
+        return "skipped"
     alert = db.session.get(Alert, alert_id)
     rule = alert.rule
     item = db.session.get(UserItem, alert.user_item_id) if alert.user_item_id is not None else None
@@ -236,19 +243,12 @@ def _finish(alert: Alert, state: str, error: str | None) -> str:
     return state
 
 
-def deliver_due(limit: int = 50) -> int:
-    """Deliver the alerts that are due, oldest first; how many were attempted (the courier's step)."""
-    now = datetime.now(UTC)
-    due = list(db.session.scalars(
-        sa.select(Alert.id).where(Alert.state == ALERT_PENDING, Alert.next_attempt_at <= now)
+def due_alert_ids(limit: int = 50) -> list[int]:
+    """The alerts whose delivery is due, oldest first (the courier's round)."""
+    return list(db.session.scalars(
+        sa.select(Alert.id).where(Alert.state == ALERT_PENDING, Alert.next_attempt_at <= datetime.now(UTC))
         .order_by(Alert.next_attempt_at).limit(limit)
     ))
-    db.session.rollback()
-    attempted = 0
-    for alert_id in due:
-        if deliver(alert_id) != "skipped":
-            attempted += 1
-    return attempted
 
 
 def recover_stuck(lost_after_seconds: float = 60.0, limit: int = 500) -> int:

@@ -151,12 +151,12 @@ class BatchWriter:
             with self.engine.begin() as connection:
                 inserted = 0
                 new_ids: list = []
+                watching = False
                 if self.is_postgresql:
                     # Before any insert: the lock also orders quarantined rows' ids (and serialises
-                    # the user's alert rate counts).
+                    # the user's alert rate counts). The rules are read first: they decide the INSERT.
                     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
-                watching = evaluator is not None and evaluator.load(connection)
-                if self.is_postgresql:
+                    watching = evaluator is not None and evaluator.load(connection)
                     if rows:
                         connection_info = connection.connection.info
                         if watching:
@@ -168,6 +168,10 @@ class BatchWriter:
                     new_ids = connection.execute(self.insert, list(rows)).all()
                     inserted = len(new_ids)
                 quarantined_ids = connection.execute(self.insert_quarantined, held).all() if held else []
+                if not self.is_postgresql:
+                    # After the insert on SQLite: a transaction that reads first and writes later fails
+                    # (SQLITE_BUSY_SNAPSHOT, no waiting) when another connection wrote in between.
+                    watching = evaluator is not None and evaluator.load(connection)
                 quarantined_count = len(quarantined_ids)
                 inserted += quarantined_count
                 if watching and (new_ids or quarantined_ids):
