@@ -5,8 +5,8 @@
 It reuses bench/ingest.py: its emulator and Redis set-up, its publisher of Cloud Build-style
 messages and its (d) measurement (the real polling job in a real `rq worker`, batch mode,
 timed from the "Polling" notification to the last row committed). One topic gets 2 x --rounds
-fresh subscriptions; the runs alternate (no rules, rules, no rules, ...) so that a machine
-that slows down during the run weighs on both sides alike. The rules are made with
+fresh subscriptions; the runs alternate in ABBA order (no rules, rules, rules, no rules, ...)
+so that a machine that slows down, or a run that warms up the next, favours neither side. The rules are made with
 app.alerts.create_rule just before the task is launched, for the task's own user:
 
   - 8 on attributes that Cloud Build messages carry but never with these values
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
         topic_path = publisher.topic_path(ingest.PROJECT, "alerts-bench-topic")
         publisher.create_topic(name=topic_path)
-        runs = [(round_number, rules) for round_number in range(args.rounds) for rules in (0, len(RULES))]
+        # ABBA order: each side goes first in every other round, so a warm-up or a drift favours neither.
+        runs = [(round_number, rules) for round_number in range(args.rounds)
+                for rules in ((0, len(RULES)) if round_number % 2 == 0 else (len(RULES), 0))]
         for round_number, rules in runs:
             client.create_subscription(name=client.subscription_path(ingest.PROJECT, f"ab-{round_number}-{rules}"),
                                        topic=topic_path, ack_deadline_seconds=60)

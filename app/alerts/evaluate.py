@@ -81,6 +81,11 @@ class RuleEvaluator:
         self.user_id = user_id
         self.subscription = subscription
         self.rules: list[tuple[int, str, Filter, Prefilter]] = []
+        # Rules indexed by the first attribute equality they require: {key: {value: [rule, ...]}}, so
+        # that one dict lookup per key and message finds the few rules worth evaluating; the rest
+        # (no equality to index on) are evaluated on every message.
+        self.indexed: dict[str, dict[str, list[tuple[int, str, Filter, Prefilter]]]] = {}
+        self.unindexed: list[tuple[int, str, Filter, Prefilter]] = []
         self.uses_data = False
         self.to_enqueue: list[tuple[int, float]] = []
         config = current_app.config
@@ -106,8 +111,24 @@ class RuleEvaluator:
                 # Saved rules were checked; one that no longer parses (a changed grammar) is skipped, not fatal.
                 log.warning("Alert rule %s has a condition that no longer parses; skipped", rule_id)
         self.rules = rules
+        self.indexed, self.unindexed = {}, []
+        for rule in rules:
+            equalities = rule[3].equalities
+            if equalities:
+                key, value = equalities[0]
+                self.indexed.setdefault(key, {}).setdefault(value, []).append(rule)
+            else:
+                self.unindexed.append(rule)
         self.uses_data = any(rule_filter.uses_data for _, _, rule_filter, _ in rules)
         return bool(rules)
+
+    def _candidates(self, attributes: dict) -> list[tuple[int, str, Filter, Prefilter]]:
+        found = []
+        for key, by_value in self.indexed.items():
+            value = attributes.get(key)
+            if isinstance(value, str):  # Equals never holds for a missing or non-text attribute
+                found.extend(by_value.get(value, ()))
+        return found + self.unindexed if self.unindexed else found
 
     def stored(self, connection: sa.Connection, new_rows: Sequence[tuple[int, dict[str, Any]]]) -> None:
         """Fire the rules that the new rows match: Alert rows (and one notification per rule) in the transaction."""
@@ -126,7 +147,7 @@ class RuleEvaluator:
                 data = row.get("data_text")
                 if data is None:
                     data = row.get("data_bytes")
-            for rule_id, _, rule_filter, prefilter in self.rules:
+            for rule_id, _, rule_filter, prefilter in self._candidates(attributes):
                 if prefilter.rejects(attributes, data):
                     continue
                 if rule_filter.matches(attributes, data if rule_filter.uses_data else None):
