@@ -71,6 +71,9 @@ class Config:
     # The database plan's size in MB (docs/retention.md lists Heroku's); admins are warned at 80%
     # and 95% of it. 0: no limit known, no warning.
     DATABASE_SIZE_LIMIT_MB = float(os.environ.get("DATABASE_SIZE_LIMIT_MB") or 0)
+    # The most stored messages a filter dry-run (/filter_check), or a search whose filter expression
+    # the database cannot answer alone, reads per request, newest first.
+    FILTER_SCAN_MAX_MESSAGES = int(os.environ.get("FILTER_SCAN_MAX_MESSAGES") or 5000)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 

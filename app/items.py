@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import current_app, jsonify, request, url_for
 
 from app.extensions import db
+from app.filterquery import Expression, scan
 from app.models import UserItem
 from app.rendering import render_data, with_previews
 
@@ -146,5 +147,38 @@ def keyset_page(query):
             "items": [render_item_row(*row) for row in rows],
             "ids": [row[0].id for row in rows],
             "more": more,
+        }
+    )
+
+
+def scanned_page(query, expression: Expression):
+    """keyset_page for a query whose rows the filter expression still has to check (app.filterquery).
+
+    At most FILTER_SCAN_MAX_MESSAGES rows are read per request. `scanned_to` is the id of the last
+    row read, so that a client whose scan found nothing yet continues from there rather than
+    reading the same rows again; `more` is true while rows remain beyond it.
+    """
+    after = id_argument("after")
+    before = id_argument("before")
+    newest_first = before is not None
+    limit = current_app.config["ITEMS_PER_PAGE"] if newest_first else MAX_ITEMS_PER_RESPONSE
+    result = scan(db.session, query, expression, newest_first=newest_first, after=None if newest_first else after or 0,
+                  before=before, max_matches=limit + 1, max_scanned=current_app.config["FILTER_SCAN_MAX_MESSAGES"])
+    ids = [row.id for row in result.matches[:limit]]
+    rows = list_items(query.where(UserItem.id.in_(ids)).order_by(
+        UserItem.id.desc() if newest_first else UserItem.id.asc()), limit) if ids else []
+    more = len(result.matches) > limit or not result.exhausted
+    if len(result.matches) > limit:
+        scanned_to = ids[-1]
+    else:
+        scanned_to = result.last_id if result.last_id is not None else (before if newest_first else after)
+    return jsonify(
+        {
+            "status": "success" if rows else "unchanged",
+            "items": [render_item_row(*row) for row in rows],
+            "ids": [row[0].id for row in rows],
+            "more": more,
+            "scanned": result.scanned,
+            "scanned_to": scanned_to,
         }
     )

@@ -261,8 +261,13 @@ def status(user: User, subscription: str) -> dict[str, Any]:
 # --- transitions ---------------------------------------------------------------------------------
 
 
-def progress_payload(task: Task, stage: str | None = None, mode: str | None = None) -> dict[str, Any]:
-    """The task_progress notification's payload: the state for scripts, the stage for people."""
+def progress_payload(task: Task, stage: str | None = None, mode: str | None = None,
+                     local_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The task_progress notification's payload: the state for scripts, the stage for people.
+
+    `local_filter` is present where the job applies the subscription's filter itself (the
+    emulator, app.pubsub.filtering): the expression, whether it is applied, how many messages it
+    left out (acked, not stored) and why it is not applied when it is not."""
     state = TaskState(task.state)
     if stage is None:
         stage = STAGE_WORDS[state]
@@ -279,6 +284,7 @@ def progress_payload(task: Task, stage: str | None = None, mode: str | None = No
         "mode": mode,
         "stored_count": task.stored_count,
         "quarantined_count": task.quarantined_count,
+        "local_filter": local_filter,
     }
 
 
@@ -294,7 +300,8 @@ def _set_state(task: Task, state: TaskState, reason: str | None) -> None:
 
 
 def transition(task_id: str, state: TaskState, reason: str | None = None, *, stage: str | None = None,
-               mode: str | None = None, notify: bool = True) -> Task | None:
+               mode: str | None = None, notify: bool = True, local_filter: dict[str, Any] | None = None,
+               ) -> Task | None:
     """The one way a task's state changes: set it (with its reason and time), commit, and tell the user.
 
     From the job, states a user has closed (stopping, or ended) are never overwritten by a running
@@ -314,14 +321,15 @@ def transition(task_id: str, state: TaskState, reason: str | None = None, *, sta
         task.last_error = reason
     if notify:
         user = db.session.get(User, task.user_id)
-        user.add_notification("task_progress", progress_payload(task, stage, mode))
+        user.add_notification("task_progress", progress_payload(task, stage, mode, local_filter))
     db.session.commit()
     return task
 
 
-def report(task_id: str, state: TaskState, stage: str | None = None, mode: str | None = None) -> Task | None:
+def report(task_id: str, state: TaskState, stage: str | None = None, mode: str | None = None,
+           local_filter: dict[str, Any] | None = None) -> Task | None:
     """Progress from a running job: the state and counts as they are, for the page."""
-    return transition(task_id, state, stage=stage, mode=mode)
+    return transition(task_id, state, stage=stage, mode=mode, local_filter=local_filter)
 
 
 def end(task_id: str, state: TaskState, reason: str | None = None, mode: str | None = None) -> Task | None:

@@ -7,6 +7,7 @@ None of them is faked, and a missing service is an error, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -164,9 +165,10 @@ def drop_schema(app) -> None:
             connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
 
 
-@pytest.fixture
-def app(database_url, redis_server):
-    app = create_app(make_config(database_url, redis_server.url))
+@contextlib.contextmanager
+def app_with(database_url: str, redis_url: str, **overrides):
+    """A test app on a fresh schema with `overrides` in its Config; its tables are emptied after."""
+    app = create_app(make_config(database_url, redis_url, **overrides))
     drop_schema(app)
     with app.app_context():
         db.create_all()
@@ -180,6 +182,12 @@ def app(database_url, redis_server):
                 connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.engine.dispose()
     app.redis.close()
+
+
+@pytest.fixture
+def app(database_url, redis_server):
+    with app_with(database_url, redis_server.url) as app:
+        yield app
 
 
 @pytest.fixture
@@ -246,9 +254,8 @@ def auth(client):
 # --- Pub/Sub and worker processes ----------------------------------------------------------------
 
 
-@pytest.fixture
-def pubsub_names(emulator):
-    """A fresh topic and subscription on the emulator for this test."""
+def make_pubsub_names() -> dict[str, str]:
+    """A fresh topic and a subscription to it on the emulator (the emulator must be running)."""
     from google.cloud import pubsub_v1
 
     suffix = uuid.uuid4().hex[:10]
@@ -258,9 +265,15 @@ def pubsub_names(emulator):
     subscription_path = subscriber.subscription_path(TEST_PROJECT, f"sub-{suffix}")
     publisher.create_topic(name=topic_path)
     subscriber.create_subscription(name=subscription_path, topic=topic_path, ack_deadline_seconds=30)
-    yield {"topic": f"topic-{suffix}", "subscription": f"sub-{suffix}",
-           "topic_path": topic_path, "subscription_path": subscription_path}
     subscriber.close()
+    return {"topic": f"topic-{suffix}", "subscription": f"sub-{suffix}",
+            "topic_path": topic_path, "subscription_path": subscription_path}
+
+
+@pytest.fixture
+def pubsub_names(emulator):
+    """A fresh topic and subscription on the emulator for this test."""
+    return make_pubsub_names()
 
 
 def service_env(app, **extra) -> dict[str, str]:

@@ -16,7 +16,6 @@ import html
 import io
 import json
 import re
-import uuid
 
 import sqlalchemy as sa
 from google.cloud import pubsub_v1
@@ -29,7 +28,7 @@ from app import polling
 from app.explore.export import decoded_data
 from app.extensions import db
 from app.models import User, UserItem
-from tests.conftest import TEST_PROJECT, create_user, wait_until
+from tests.conftest import create_user, make_pubsub_names, wait_until
 
 HOSTILE_TEXTS = ["\x00", "a\x00b", "\u202eevil", "𝄞 é ✓", '{"k": 1}', "=1+2", "@sum", "-3", "\r\n", "\\N", "\t",
                  "<script>x</script>", "&amp;", "\ufeff", "\u2028"]
@@ -108,14 +107,9 @@ def test_every_published_message_comes_back_byte_for_byte_from_every_page_and_ex
     app, client, auth, emulator, worker_factory, messages
 ):
     # Made here, not by the pubsub_names fixture, so that every example has a subscription of its own.
-    suffix = uuid.uuid4().hex[:10]
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic_path = publisher.topic_path(TEST_PROJECT, f"topic-{suffix}")
-    subscription_path = subscriber.subscription_path(TEST_PROJECT, f"sub-{suffix}")
-    publisher.create_topic(name=topic_path)
-    subscriber.create_subscription(name=subscription_path, topic=topic_path, ack_deadline_seconds=30)
-    subscriber.close()
+    names = make_pubsub_names()
+    topic_path, subscription = names["topic_path"], names["subscription"]
+    subscription_path = names["subscription_path"]
 
     with app.app_context():
         user_id = db.session.scalar(sa.select(User.id).where(User.username == "alice"))
@@ -124,7 +118,7 @@ def test_every_published_message_comes_back_byte_for_byte_from_every_page_and_ex
     note(f"published: {published!r}")
     worker_factory()
     with app.app_context():
-        task_id = polling.launch(db.session.get(User, user_id), polling.canonical(f"sub-{suffix}")).id
+        task_id = polling.launch(db.session.get(User, user_id), polling.canonical(subscription)).id
 
     def stored() -> dict[str, UserItem]:
         with app.app_context():

@@ -29,7 +29,10 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           "auth.account", "admin.users_list", "admin.users_reset_password", "admin.users_set_admin",
                           "admin.users_delete",
                           # Issue 20: admin only, 403 to others (tests/test_storage_page.py).
-                          "admin.storage", "admin.set_retention"}
+                          "admin.storage", "admin.set_retention",
+                          # Issue 17: the filter dry-run scans only the signed-in user's messages (below, and
+                          # tests/test_filter_check.py).
+                          "explore.filter_check"}
 
 
 @pytest.fixture
@@ -209,7 +212,9 @@ def test_bob_finds_nothing_of_alices_through_search_export_or_activity(app, clie
     # The search box echoes the query, so search for a part of the secret and look for all of it.
     paths = ["/explore", "/explore?q=alice-private", f"/explore?sub={ALICE_SUBSCRIPTION}&user=alice",
              "/explore/items?after=0", "/explore/items?after=0&q=alice-private&user=alice",
-             "/explore/export.jsonl", "/explore/export.csv?user=alice", "/activity", "/activity?user=alice"]
+             "/explore/export.jsonl", "/explore/export.csv?user=alice", "/activity", "/activity?user=alice",
+             "/explore?filter=attributes:note", "/explore/items?after=0&filter=attributes:note",
+             "/filter_check?filter=attributes:note", f"/filter_check?subscription={ALICE_SUBSCRIPTION}&user=alice"]
     for path in paths:
         response = client.get(path)
         assert response.status_code in (200, 400, 403), f"{path}: {response.status_code}"
@@ -223,6 +228,8 @@ def test_alice_finds_her_own_message_through_search_and_export(app, client, auth
     assert SECRET_DATA in client.get("/explore/export.jsonl").get_data(as_text=True)
     assert SECRET_DATA in client.get("/explore/export.csv").get_data(as_text=True)
     assert SECRET_DATA in client.get("/explore/items?after=0&q=alice-private").get_data(as_text=True)
+    assert SECRET_ATTRIBUTE in client.get("/filter_check?filter=attributes:note").get_data(as_text=True)
+    assert SECRET_DATA in client.get("/explore/items?after=0&filter=attributes:note").get_data(as_text=True)
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "delete"])

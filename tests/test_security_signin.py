@@ -273,20 +273,10 @@ def test_limiter_accepts_heroku_redis_self_signed_tls(app):
 @pytest.fixture
 def direct_app(database_url, redis_server):
     """The app as gunicorn serves it with no proxy in front (TRUSTED_PROXIES=0, the default off Heroku)."""
-    from app import create_app
-    from app.extensions import db
-    from tests.conftest import drop_schema, make_config
+    from tests.conftest import app_with
 
-    app = create_app(make_config(database_url, redis_server.url, TRUSTED_PROXIES=0))
-    drop_schema(app)
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.drop_all()
-        db.engine.dispose()
-    app.redis.close()
+    with app_with(database_url, redis_server.url, TRUSTED_PROXIES=0) as app:
+        yield app
 
 
 def test_without_a_trusted_proxy_forwarded_headers_are_ignored(direct_app):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +12,7 @@ from google.cloud import pubsub_v1
 from app.extensions import db
 from app.models import Subscription, Task, UserItem
 from app.names import canonical_subscription
-from tests.conftest import TEST_PROJECT, create_user, wait_until
+from tests.conftest import create_user, make_pubsub_names, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -23,15 +22,8 @@ def on_emulator(app, emulator):
 
 
 def make_subscription() -> dict:
-    suffix = uuid.uuid4().hex[:10]
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path(TEST_PROJECT, f"topic-{suffix}")
-    path = subscriber.subscription_path(TEST_PROJECT, f"sub-{suffix}")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=path, topic=topic, ack_deadline_seconds=30)
-    subscriber.close()
-    return {"topic_path": topic, "name": f"sub-{suffix}", "path": path}
+    names = make_pubsub_names()
+    return {"topic_path": names["topic_path"], "name": names["subscription"], "path": names["subscription_path"]}
 
 
 def panel_token(client) -> str:

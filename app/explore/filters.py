@@ -1,6 +1,7 @@
-"""The message filter: free text, attribute key=value pairs, a publish-time range and a subscription.
+"""The message filter: free text, attribute key=value pairs, a publish-time range, a subscription
+and a Pub/Sub filter expression.
 
-The filter lives in the URL (q, attr, from, to, sub). Every value reaches SQL as a bound
+The filter lives in the URL (q, attr, from, to, sub, filter). Every value reaches SQL as a bound
 parameter; LIKE wildcards in the text are escaped, so input only ever matches literally.
 Attribute pairs are compared whole, key and value, through the database's JSON functions.
 """
@@ -17,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from werkzeug.datastructures import MultiDict
 
+from app.filterlang import Filter, FilterSyntaxError, parse
+from app.filterquery import Expression
 from app.models import UserItem, iso
 from app.names import lenient_canonical
 
@@ -26,9 +29,11 @@ MAX_ATTRIBUTE_FILTERS = 10
 class FilterError(ValueError):
     """A filter value the user gave cannot be understood; the message says why, `field` which (its URL name)."""
 
-    def __init__(self, message: str, field: str = ""):
+    def __init__(self, message: str, field: str = "", position: int | None = None):
         super().__init__(message)
         self.field = field
+        # Where in the field's value the mistake is (a filter expression's syntax error), 0-based.
+        self.position = position
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -93,6 +98,9 @@ class ItemFilter:
     published_from: datetime | None = None
     published_to: datetime | None = None
     subscription: str = ""
+    # A Pub/Sub filter expression (with the data extensions), as typed and as parsed.
+    expression: str = ""
+    parsed: Filter | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_args(cls, args: MultiDict, project_id: str) -> ItemFilter:
@@ -109,12 +117,22 @@ class ItemFilter:
         zone = parse_zone(args.get("tz"))
         published_from = parse_time(args.get("from", ""), "from", zone)
         published_to = parse_time(args.get("to", ""), "to", zone, end_of_day=True)
+        expression = args.get("filter", "")
+        parsed = None
+        if expression.strip():
+            try:
+                parsed = parse(expression, extensions=True)
+            except FilterSyntaxError as error:
+                raise FilterError(f"filter expression: {error.message} at {error.position}", "filter",
+                                  error.position) from None
         return cls(
             text=args.get("q", ""),
             attributes=pairs,
             published_from=published_from,
             published_to=published_to,
             subscription=lenient_canonical(args.get("sub", ""), project_id) if args.get("sub", "").strip() else "",
+            expression=expression if parsed is not None else "",
+            parsed=parsed,
         )
 
     def to_args(self) -> dict:
@@ -130,7 +148,13 @@ class ItemFilter:
             args["to"] = iso(self.published_to)
         if self.subscription:
             args["sub"] = self.subscription
+        if self.expression:
+            args["filter"] = self.expression
         return args
+
+    def compiled(self, dialect: str) -> Expression | None:
+        """The filter expression as a search runs it on this database, or None without one."""
+        return None if self.parsed is None else Expression(self.parsed, dialect)
 
     def apply(self, query: sa.Select, dialect: str) -> sa.Select:
         """Narrow a query over UserItem by this filter; all values are bound parameters."""
@@ -145,4 +169,8 @@ class ItemFilter:
             query = query.where(UserItem.publish_time <= self.published_to)
         if self.subscription:
             query = query.where(UserItem.subscription == self.subscription)
+        expression = self.compiled(dialect)
+        if expression is not None and (candidates := expression.candidates()) is not None:
+            # Every match meets it; the rows it lets through are checked by the evaluator (app.filterquery).
+            query = query.where(candidates)
         return query

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from flask import (
     render_template,
     request,
     stream_with_context,
+    url_for,
 )
 from flask_login import current_user, login_required
 from markupsafe import Markup
@@ -41,8 +43,10 @@ from app.explore.charts import (
 from app.explore.export import EXPORT_COLUMNS, csv_chunks, export_rows, jsonl_chunks
 from app.explore.filters import FilterError, ItemFilter, parse_time, parse_zone
 from app.extensions import db
-from app.items import id_argument, keyset_page, list_items, render_item_row
-from app.models import UserItem
+from app.filterlang import FilterSyntaxError, parse
+from app.filterquery import Expression, matching_rows, scan
+from app.items import id_argument, keyset_page, list_items, render_item_row, scanned_page
+from app.models import Subscription, UserItem, iso
 from app.names import lenient_canonical
 from app.security import no_store
 
@@ -78,22 +82,43 @@ def explore():
     per_page = current_app.config["ITEMS_PER_PAGE"]
     before = id_argument("before")
     query = filtered_items(item_filter)
-    if before is not None:
-        query = query.where(UserItem.id < before)
-    rows = list_items(query.order_by(UserItem.id.desc()), per_page + 1)
-    more_older = len(rows) > per_page
-    rows = rows[:per_page]
+    expression = item_filter.compiled(dialect())
+    scan_note = None
+    if expression is None:
+        if before is not None:
+            query = query.where(UserItem.id < before)
+        rows = list_items(query.order_by(UserItem.id.desc()), per_page + 1)
+        more_older = len(rows) > per_page
+        rows = rows[:per_page]
+        newest_id = rows[0][0].id if rows else 0
+        older_than = rows[-1][0].id if rows else 0
+    else:
+        # SQL narrows to candidates; the evaluator decides each, over a bounded scan (app.filterquery).
+        limit = current_app.config["FILTER_SCAN_MAX_MESSAGES"]
+        result = scan(db.session, query, expression, before=before, max_matches=per_page + 1, max_scanned=limit)
+        ids = [row.id for row in result.matches[:per_page]]
+        rows = list_items(query.where(UserItem.id.in_(ids)).order_by(UserItem.id.desc()), per_page) if ids else []
+        full = len(result.matches) > per_page
+        more_older = full or not result.exhausted
+        newest_id = result.first_id or 0
+        older_than = ids[-1] if full else (result.last_id or 0)
+        if not expression.exact_in_sql:
+            # Why the scan stopped: it read every candidate, it filled the page, or it met the bound.
+            stopped = "page" if full else ("end" if result.exhausted else "bound")
+            scan_note = {"scanned": result.scanned, "stopped": stopped, "limit": limit,
+                         "reached_at": iso(result.reached_at)}
     filter_args = item_filter.to_args()
     return render_template(
         "explore/explore.html",
         item_filter=item_filter,
         filter_args=filter_args,
         rows=[Markup(render_item_row(*row)) for row in rows],
-        newest_id=rows[0][0].id if rows and before is None else 0,
-        oldest_id=rows[-1][0].id if rows else 0,
+        newest_id=newest_id if before is None else 0,
+        oldest_id=older_than,
         more_older=more_older,
         live=before is None,
         subscriptions=user_subscriptions(),
+        scan=scan_note,
     )
 
 
@@ -126,7 +151,11 @@ def explore_items():
         item_filter = ItemFilter.from_args(request.args, current_app.config["GCP_PROJECT_ID"])
     except FilterError as error:
         # Only scripts ask here: always JSON.
-        return jsonify({"status": "error", "error": str(error), "code": 400}), 400
+        return jsonify({"status": "error", "error": str(error), "field": error.field, "position": error.position,
+                        "code": 400}), 400
+    expression = item_filter.compiled(dialect())
+    if expression is not None:
+        return scanned_page(filtered_items(item_filter), expression)
     return keyset_page(filtered_items(item_filter))
 
 
@@ -136,6 +165,7 @@ def _export(kind: str):
     except FilterError as error:
         return error_response(400, str(error))
     query = item_filter.apply(sa.select(*EXPORT_COLUMNS).where(UserItem.user_id == current_user.id), dialect())
+    expression = item_filter.compiled(dialect())
     chunks = jsonl_chunks if kind == "jsonl" else csv_chunks
     engine = db.engine
 
@@ -143,7 +173,9 @@ def _export(kind: str):
     def generate():
         # A connection of its own, held only while the response streams.
         with engine.connect() as connection:
-            yield from chunks(export_rows(connection, query))
+            rows = export_rows(connection, query)
+            # The export holds every match: the evaluator checks each candidate, with no scan bound.
+            yield from chunks(rows if expression is None else matching_rows(rows, expression))
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     mimetype = "application/x-ndjson" if kind == "jsonl" else "text/csv"
@@ -169,6 +201,61 @@ def export_jsonl():
 def export_csv():
     """The current filter's messages as CSV."""
     return _export("csv")
+
+
+# A dry run shows this many of the matching messages.
+DRY_RUN_SAMPLE = 5
+
+
+def topic_path(name: str) -> str:
+    """A topic's full path: the name as given when it already is one, else in the app's project."""
+    name = name.strip()
+    return name if name.startswith("projects/") else f"projects/{current_app.config['GCP_PROJECT_ID']}/topics/{name}"
+
+
+@bp.route("/filter_check")
+@login_required
+@no_store
+def filter_check():
+    """Dry-run a Pub/Sub filter over the user's newest stored messages (of one subscription, of the
+    user's subscriptions on one topic, or all): how many it matches, with a sample, as JSON.
+    With data=1 the expression may test the data too, as Search's may."""
+    subscription = request.args.get("subscription", "").strip()
+    topic = request.args.get("topic", "").strip()
+    if subscription and topic:
+        return jsonify({"status": "error", "error": "Give a subscription or a topic, not both.", "code": 400}), 400
+    query = sa.select(UserItem).where(UserItem.user_id == current_user.id)
+    if subscription:
+        subscription = lenient_canonical(subscription, current_app.config["GCP_PROJECT_ID"])
+        scope_kind, scope = "subscription", f"subscription {subscription}"
+        query = query.where(UserItem.subscription == subscription)
+    elif topic:
+        topic = topic_path(topic)
+        scope_kind, scope = "topic", f"topic {topic}"
+        on_topic = sa.select(Subscription.name).where(Subscription.user_id == current_user.id,
+                                                      Subscription.topic == topic)
+        query = query.where(UserItem.subscription.in_(on_topic))
+    else:
+        scope_kind, scope = "all", "all your subscriptions"
+    answer = {"valid": True, "error": None, "matched": 0, "scanned": 0, "scope": scope, "scope_kind": scope_kind,
+              "sample": [], "limit": current_app.config["FILTER_SCAN_MAX_MESSAGES"], "complete": True}
+    try:
+        # data=1 (Search) also accepts the conditions on the data; a subscription's filter cannot hold them.
+        extensions = request.args.get("data") == "1"
+        expression = Expression(parse(request.args.get("filter", ""), extensions=extensions), dialect())
+    except FilterSyntaxError as error:
+        answer.update(valid=False, error={"message": error.message, "position": error.position})
+        return jsonify(answer)
+    result = scan(db.session, query, expression, max_scanned=answer["limit"],
+                  columns=(UserItem.message_id, UserItem.subscription, UserItem.publish_time))
+    answer.update(
+        matched=len(result.matches), scanned=result.scanned, complete=result.exhausted,
+        sample=[{"id": row.id, "message_id": row.message_id, "subscription": row.subscription,
+                 "publish_time": iso(row.publish_time), "attributes": json.loads(row.attributes_json or "{}"),
+                 "url": url_for("main.useritem", item_id=row.id)}
+                for row in result.matches[:DRY_RUN_SAMPLE]],
+    )
+    return jsonify(answer)
 
 
 @bp.route("/activity")

@@ -21,6 +21,7 @@ from app.extensions import db
 from app.models import Task, stream_job_id
 from app.polling import RESUMED_STAGE, TaskState, mark_alive
 from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
+from app.pubsub.filtering import LocalFilter, filters_locally
 from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
 
@@ -57,6 +58,7 @@ class Poller:
         *,
         stream: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        local_filter: LocalFilter | None = None,
     ):
         self.task_id = task_id
         # Which of the Task's jobs this is; only the first (stream 0) posts progress for the Task.
@@ -65,6 +67,8 @@ class Poller:
         self.source = source
         self.writer = writer
         self.clock = clock
+        # The subscription's filter where the app applies it (the emulator); None where Pub/Sub does.
+        self.local_filter = local_filter
         task = db.session.get(Task, task_id)
         if task is None:
             raise LookupError(f"no task {task_id}")
@@ -81,12 +85,15 @@ class Poller:
         # an orphan while rq and app.polling.reconcile start the task again elsewhere.
         self.worker_pid = os.getppid()
         self.reported_count = -1
+        self.reported_filtered = 0
         self.state: TaskState | None = None
 
     # -- the loop --
     def run(self) -> int:
         """Poll until a stop is requested; return how many new messages were stored."""
         started_with = self.stored_count
+        if self.local_filter is not None:
+            self.local_filter.refresh()
         self.source.open()
         if self.stream == 0:
             self.report(TaskState.POLLING, RESUMED_STAGE if self.resumed else None)
@@ -110,6 +117,7 @@ class Poller:
                     next_heartbeat = now + HEARTBEAT_SECONDS
                 if now >= next_progress:
                     if self.stream == 0 and (self.task_stored_count() != self.reported_count
+                                             or self.filtered_count() != self.reported_filtered
                                              or self.state != TaskState.POLLING):
                         self.report(TaskState.POLLING)
                     next_progress = now + PROGRESS_SECONDS
@@ -130,6 +138,8 @@ class Poller:
                     self._sleep_unless_stopped(delay)
                     if self.stop_requested():
                         break
+                    if self.local_filter is not None:
+                        self.local_filter.refresh()
                     self.source.reconnect()
                     continue
                 if batch is None:
@@ -165,9 +175,14 @@ class Poller:
 
     # -- one batch --
     def store(self, batch: Batch) -> bool:
-        """Commit the batch, then ack it; nack it when the commit fails. Returns whether it was stored."""
+        """Commit the batch, then ack it; nack it when the commit fails. Returns whether it was stored.
+
+        Messages a local filter leaves out are not written, and are acked with the batch once
+        the rest is committed (nacked with it when the commit fails, to be filtered again).
+        """
+        rows = batch.rows if self.local_filter is None else self.local_filter.keep(batch.rows)
         try:
-            inserted = self.writer.write(batch.rows)
+            inserted = self.writer.write(rows)
         except SQLAlchemyError as error:
             self.write_failures += 1
             log.warning(
@@ -220,13 +235,20 @@ class Poller:
             return self.reported_count
         return count or 0
 
+    def filtered_count(self) -> int:
+        """Messages this job's local filter left out (acked, not stored); 0 where Pub/Sub filters."""
+        return 0 if self.local_filter is None else self.local_filter.filtered_count
+
     def report(self, state: TaskState, stage: str | None = None) -> None:
         """Record the task's state and post its progress (app.polling); a database outage only delays it."""
         self.state = state
         try:
             stored_count = self.task_stored_count()
-            polling.report(self.task_id, state, stage, self.source.mode)
+            filtered_count = self.filtered_count()
+            polling.report(self.task_id, state, stage, self.source.mode,
+                           local_filter=None if self.local_filter is None else self.local_filter.progress())
             self.reported_count = stored_count
+            self.reported_filtered = filtered_count
         except SQLAlchemyError as error:
             db.session.rollback()
             log.warning("Task %s: could not post %s (%s)", self.task_id, state, error.__class__.__name__)
@@ -261,8 +283,9 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
             # Messages are stored under the subscription's full path, its one canonical name.
             source = make_source(mode, client, path, task.user_id, path)
             writer = BatchWriter(db.engine, task.user_id, task_id, evaluator=RuleEvaluator(task.user_id, path))
+            local_filter = LocalFilter(client, path) if filters_locally(config) else None
             db.session.rollback()
-            poller = Poller(task_id, source, writer, stream=stream)
+            poller = Poller(task_id, source, writer, stream=stream, local_filter=local_filter)
             stored = poller.run()
         finally:
             client.close()

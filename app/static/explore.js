@@ -23,6 +23,9 @@ $(function () {
         $("#no-items").prop("hidden", true);
       });
       if (reply.ids.length) { newestId = Math.max(newestId, reply.ids[reply.ids.length - 1]); }
+      // A filter expression the database cannot answer is evaluated over a bounded scan: go on from
+      // where it stopped, even when it found nothing.
+      if (reply.scanned_to) { newestId = Math.max(newestId, Number(reply.scanned_to)); }
       setTimeout(poll, reply.more ? 0 : 5000);
     }).fail(function (xhr) {
       $("#poll-error").text("Updates paused (" + (xhr.status || "no answer") + "); retrying every 5 seconds.")
