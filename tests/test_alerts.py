@@ -249,14 +249,18 @@ def test_the_writer_fires_on_newly_stored_rows_only(app):
         writer = BatchWriter(db.engine, user_id, evaluator=RuleEvaluator(user_id, subscription))
         assert writer.write(rows) == 10
         assert writer.write(rows[:6]) == 0  # a redelivery
+        # Redelivered rows beside new ones: only the new ones count.
+        new = [sample_row(user_id, number, subscription) | {"attributes_json": json.dumps(attributes)}
+               for number, attributes in (("10", MATCHING), ("11", OTHER))]
+        assert writer.write(rows[:6] + new) == 2
         fired = {rule_id: sorted(db.session.scalars(
             sa.select(UserItem.message_id).join(Alert, Alert.user_item_id == UserItem.id)
             .where(Alert.rule_id == rule_id)).all()) for rule_id in rule_ids}
-        assert fired == {rule_ids[0]: ["1", "3", "5", "7", "9"], rule_ids[1]: ["1", "2", "3"]}
+        assert fired == {rule_ids[0]: ["1", "10", "3", "5", "7", "9"], rule_ids[1]: ["1", "2", "3"]}
         queued = app.redis.llen(f"rq:queue:{app.config['RQ_ALERTS_QUEUE']}")
-        assert queued == 8, "one delivery job per alert, enqueued after the commit"
+        assert queued == 9, "one delivery job per alert, enqueued after the commit"
         notes = db.session.scalars(sa.select(Notification).where(Notification.name == "alert_fired")).all()
-        assert sorted(note.get_data()["count"] for note in notes) == [3, 5]
+        assert sorted(note.get_data()["count"] for note in notes) == [1, 3, 5]
 
 
 # --- with the emulator and real workers -----------------------------------------------------------
