@@ -60,3 +60,4 @@ def test_a_rule_is_made_in_the_browser_and_its_firing_shows_on_the_live_page(app
     page.click("#alert-firings-text a")
     page.wait_for_url("**/alerts/*")
     expect(page.locator("#deliveries tr.delivery")).to_have_count(1)
+    page.screenshot(path=str(ARTIFACTS / "alerts-rule-history.png"), full_page=True)
