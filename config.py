@@ -71,6 +71,14 @@ class Config:
     # The database plan's size in MB (docs/retention.md lists Heroku's); admins are warned at 80%
     # and 95% of it. 0: no limit known, no warning.
     DATABASE_SIZE_LIMIT_MB = float(os.environ.get("DATABASE_SIZE_LIMIT_MB") or 0)
+    # Taps (subscriptions the app creates on a topic for one user) expire after this many days
+    # without a pull (Pub/Sub's expiration policy; its minimum is 1 day). An idle tap then goes
+    # away by itself even if the app never removes it.
+    TAP_EXPIRATION_DAYS = int(os.environ.get("TAP_EXPIRATION_DAYS", "").strip() or 7)
+    # How long removing a tap waits for its polling job to let go before deleting the subscription.
+    TAP_STOP_WAIT_SECONDS = float(os.environ.get("TAP_STOP_WAIT_SECONDS") or 15)
+    # Topics and subscriptions per page on /project (Pub/Sub pages its listings with tokens).
+    BROWSE_PAGE_SIZE = int(os.environ.get("BROWSE_PAGE_SIZE") or 50)
     # The most stored messages a filter dry-run (/filter_check), or a search whose filter expression
     # the database cannot answer alone, reads per request, newest first.
     FILTER_SCAN_MAX_MESSAGES = int(os.environ.get("FILTER_SCAN_MAX_MESSAGES") or 5000)

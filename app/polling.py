@@ -12,6 +12,7 @@ module. It imports nothing from gRPC, so the worker's main process can use it be
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +46,10 @@ ALIVE_TTL_SECONDS = 30
 STALE_AFTER = timedelta(seconds=30)
 WAITING_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 RESUMED_STAGE = "Resumed after worker restart"
+# The reason a task stops when the user removes its subscription from their list.
+REMOVED_REASON = "the subscription was removed from the list"
+# How often a removal looks whether the job has stopped (it checks for a stop every two seconds).
+STOP_WAIT_POLL_SECONDS = 0.2
 
 
 class TaskState(StrEnum):
@@ -316,6 +321,10 @@ def transition(task_id: str, state: TaskState, reason: str | None = None, *, sta
         reason = redact_secrets(reason)[:2000]
     if state in RUNNING_STATES and TaskState(task.state) in CLOSED_STATES:
         state, reason = TaskState(task.state), task.state_reason
+    elif state == TaskState.FAILED and task.state == TaskState.STOPPING.value and task.state_reason == REMOVED_REASON:
+        # The user removed the subscription (a tap's is then deleted): a job that meets it gone ends
+        # as it would have anyway, without a failure for a subscription the user no longer has.
+        state, reason = TaskState.FINISHED, REMOVED_REASON
     _set_state(task, state, reason)
     if state == TaskState.FAILED and reason is not None:
         task.last_error = reason
@@ -429,7 +438,31 @@ def stop_all_for(user_id: int, subscription: str) -> None:
     """Stop whatever polls this subscription for the user (it is being removed); the caller commits."""
     task = running_task(user_id, subscription)
     if task is not None:
-        _set_state(task, TaskState.STOPPING, None)
+        _set_state(task, TaskState.STOPPING, REMOVED_REASON)
+
+
+def stop_for_removal(user_id: int, subscription: str, timeout: float) -> bool:
+    """Stop polling a subscription about to be deleted, and wait (at most `timeout` seconds) until its
+    job has let go of it. True when nothing polls it any more; False when the job did not stop in time.
+
+    A task still queued has no job holding the subscription (its job ends at once when it starts),
+    so there is nothing to wait for.
+    """
+    task = latest_task(user_id, subscription)
+    if task is None or TaskState(task.state) not in RUNNING_STATES | {TaskState.STOPPING}:
+        return True
+    was_queued = task.state == TaskState.QUEUED.value
+    transition(task.id, TaskState.STOPPING, REMOVED_REASON)
+    if was_queued:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        db.session.rollback()  # see the job's writes, not this session's snapshot
+        if db.session.scalar(sa.select(Task.state).where(Task.id == task.id)) != TaskState.STOPPING.value:
+            return True
+        time.sleep(STOP_WAIT_POLL_SECONDS)
+    log.warning("Task %s still held %s %.0f s after a stop; removing it anyway", task.id, subscription, timeout)
+    return False
 
 
 # --- liveness and resume ---------------------------------------------------------------------------

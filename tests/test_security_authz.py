@@ -30,6 +30,10 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           "admin.users_delete",
                           # Issue 20: admin only, 403 to others (tests/test_storage_page.py).
                           "admin.storage", "admin.set_retention",
+                          # Issue 17: the user's own rows (test_taps.py); the project page lists what the
+                          # app's credentials can list, for any signed-in user, and changes nothing
+                          # (test_browse.py).
+                          "subscriptions.subscriptions_json", "subscriptions.project",
                           # Issue 17: the filter dry-run scans only the signed-in user's messages (below, and
                           # tests/test_filter_check.py).
                           "explore.filter_check",

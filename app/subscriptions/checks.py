@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
+from google.pubsub_v1 import Subscription
 
 from app.pubsub.client import SetupError, make_subscriber_client, subscription_path
 
@@ -18,6 +19,11 @@ class SubscriptionUnavailable(ValueError):
 
 def check_subscription(config: Mapping[str, Any], name: str) -> str:
     """The subscription's topic path, or SubscriptionUnavailable with the reason."""
+    return fetch_subscription(config, name).topic
+
+
+def fetch_subscription(config: Mapping[str, Any], name: str) -> Subscription:
+    """The subscription as Pub/Sub describes it (topic, filter...), or SubscriptionUnavailable with the reason."""
     path = subscription_path(config["GCP_PROJECT_ID"], name)
     try:
         client = make_subscriber_client(config)
@@ -39,4 +45,4 @@ def check_subscription(config: Mapping[str, Any], name: str) -> str:
         ) from None
     finally:
         client.close()
-    return subscription.topic
+    return subscription

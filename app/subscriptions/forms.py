@@ -14,3 +14,11 @@ class AddSubscriptionForm(FlaskForm):
                                                  "(projects/my-project/subscriptions/my-sub).")],
     )
     submit = SubmitField("Add")
+
+
+class WatchTopicForm(FlaskForm):
+    """Create a tap: the app's own subscription on a topic, for this user alone."""
+
+    topic = StringField("Topic", validators=[DataRequired(message="Give a topic to watch."), Length(max=512)])
+    filter = StringField("Filter (optional)", validators=[Length(max=1024)])
+    submit = SubmitField("Watch topic")
