@@ -122,3 +122,27 @@ class Config:
     REMEMBER_COOKIE_DURATION = timedelta(days=30)
     # No request the app expects comes near this (forms and small JSON); bigger bodies get 413.
     MAX_CONTENT_LENGTH = 1024 * 1024
+
+    # Alerts (app.alerts). Deliveries are RQ jobs on their own queue, which the Procfile's worker
+    # serves besides RQ_QUEUE.
+    RQ_ALERTS_QUEUE = os.environ.get("RQ_ALERTS_QUEUE") or "gcpubsub-alerts"
+    # Webhooks may target loopback, private and link-local addresses only with this set (the
+    # local stack and the tests set it). Cloud metadata addresses are refused regardless.
+    ALERT_ALLOW_PRIVATE_TARGETS = _flag("ALERT_ALLOW_PRIVATE_TARGETS")
+    # Single deliveries per rule per ALERT_RATE_WINDOW_SECONDS; firings beyond it are counted
+    # into one digest delivery, sent ALERT_DIGEST_SECONDS after its first firing.
+    ALERT_MAX_PER_MINUTE = int(os.environ.get("ALERT_MAX_PER_MINUTE") or 60)
+    ALERT_RATE_WINDOW_SECONDS = float(os.environ.get("ALERT_RATE_WINDOW_SECONDS") or 60)
+    ALERT_DIGEST_SECONDS = float(os.environ.get("ALERT_DIGEST_SECONDS") or 60)
+    # A failed delivery is retried after ALERT_BACKOFF_SECONDS, doubling up to an hour between
+    # tries, until ALERT_RETRY_HOURS after the firing; then it is marked failed.
+    ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS") or 10)
+    ALERT_RETRY_HOURS = float(os.environ.get("ALERT_RETRY_HOURS") or 24)
+    ALERT_TIMEOUT_SECONDS = float(os.environ.get("ALERT_TIMEOUT_SECONDS") or 5)
+    # A delivery claimed this long ago and not finished belongs to a worker that died: it is
+    # delivered again (at least once; the receiver dedups on X-PubSub-Monitor-Delivery).
+    ALERT_LEASE_SECONDS = float(os.environ.get("ALERT_LEASE_SECONDS") or 60)
+    # Delivered and failed alerts older than this are deleted by the workers' maintenance step.
+    ALERT_HISTORY_DAYS = float(os.environ.get("ALERT_HISTORY_DAYS") or 30)
+    # The app's address as its users reach it, for the message links in alert bodies.
+    PUBLIC_URL = (os.environ.get("PUBLIC_URL") or "http://localhost:5000").rstrip("/")

@@ -93,6 +93,9 @@ def create_app(config_class: type = Config) -> Flask:
     from app.admin import bp as admin_bp
 
     app.register_blueprint(admin_bp)
+    from app.alerts import bp as alerts_bp
+
+    app.register_blueprint(alerts_bp)
     from app.health import bp as health_bp
 
     app.register_blueprint(health_bp)

@@ -298,3 +298,85 @@ class Subscription(db.Model):
 
     def __repr__(self) -> str:
         return f"<Subscription {self.user_id} {self.name}>"
+
+
+ALERT_FORMATS = ("json", "slack")
+
+
+class AlertRule(db.Model):
+    """A user's alert: when a newly stored message matches `condition`, a webhook is sent to `url`."""
+
+    __tablename__ = "alert_rule"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
+    name: so.Mapped[str] = so.mapped_column(sa.String(128))
+    # A subscription's full path, or None for every subscription of the user.
+    subscription: so.Mapped[str | None] = so.mapped_column(sa.String(512))
+    # Pub/Sub's filter language with the data extension (app.filterlang, extensions=True); "" matches all.
+    condition: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    url: so.Mapped[str] = so.mapped_column(sa.String(2048))
+    format: so.Mapped[str] = so.mapped_column(sa.String(8), default="json")
+    # The HMAC key of the signature header; shown to the user once, at creation.
+    secret: so.Mapped[str] = so.mapped_column(sa.String(128))
+    enabled: so.Mapped[bool] = so.mapped_column(default=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow, onupdate=utcnow)
+
+    user: so.Mapped[User] = so.relationship()
+
+    # The worker loads a user's enabled rules once per batch.
+    __table_args__ = (sa.Index("ix_alert_rule_user_id_enabled", "user_id", "enabled"),)
+
+    def __repr__(self) -> str:
+        return f"<AlertRule {self.id} {self.name}>"
+
+    @so.validates("subscription")
+    def _full_subscription_path(self, _key: str, name: str | None) -> str | None:
+        return full_subscription_path(name or None)
+
+
+ALERT_PENDING = "pending"
+ALERT_DELIVERING = "delivering"
+ALERT_DELIVERED = "delivered"
+ALERT_FAILED = "failed"
+
+
+class Alert(db.Model):
+    """One firing of a rule (or a test, or a digest of rate-limited firings) and its delivery.
+
+    States: pending (waiting for its next attempt at next_attempt_at), delivering (claimed by a
+    worker at claimed_at), delivered, failed (gave up after ALERT_RETRY_HOURS). Written by
+    app.alerts only.
+    """
+
+    __tablename__ = "alert"
+
+    id: so.Mapped[int] = so.mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    rule_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(AlertRule.id, ondelete="CASCADE"))
+    # The message that fired it; None for a test or a digest. Not a foreign key: retention may
+    # delete the message while its alert's history stays.
+    user_item_id: so.Mapped[int | None] = so.mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(8), default="message")  # message, test, digest
+    # For a digest: how many firings it stands for.
+    count: so.Mapped[int] = so.mapped_column(default=1)
+    state: so.Mapped[str] = so.mapped_column(sa.String(16), default=ALERT_PENDING)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+    # When the message was committed (the start of the delivery latency).
+    next_attempt_at: so.Mapped[datetime] = so.mapped_column(TZDateTime, default=utcnow)
+    claimed_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
+    delivered_at: so.Mapped[datetime | None] = so.mapped_column(TZDateTime)
+
+    rule: so.Mapped[AlertRule] = so.relationship()
+
+    __table_args__ = (
+        # A rule's history, newest first, its rate limit (firings in the last minute) and open digest.
+        sa.Index("ix_alert_rule_id_created_at", "rule_id", "created_at"),
+        # Due and stuck deliveries (the worker's courier and maintenance step), and old history to prune.
+        sa.Index("ix_alert_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Alert {self.id} {self.state}>"

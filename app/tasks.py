@@ -18,3 +18,29 @@ def polling_subscription(user_id: int, subscription: str, stream: int = 0) -> st
     app = create_app()
     with app.app_context():
         return run_polling_task(task_id_of_job(job.id), stream)
+
+
+_delivery_app = None
+
+
+def deliver_alert(alert_id: int) -> str:
+    """Send one alert's webhook if it is due (app.alerts.delivery); retries are enqueued by it.
+
+    app.worker.PollingWorker runs it in the worker's own process, so the app is made once per process.
+    """
+    global _delivery_app
+    from app.alerts.delivery import deliver
+
+    if _delivery_app is None:
+        _delivery_app = create_app()
+    with _delivery_app.app_context():
+        return deliver(alert_id)
+
+
+def forget_inherited_connections() -> None:
+    """In a forked work horse: drop, without closing, the pooled connections deliver_alert's app left."""
+    if _delivery_app is not None:
+        from app.extensions import db
+
+        with _delivery_app.app_context():
+            db.engine.dispose(close=False)

@@ -10,7 +10,7 @@ import secrets
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Notification, Subscription, Task, User, UserItem
+from app.models import Alert, AlertRule, Notification, Subscription, Task, User, UserItem
 
 MIN_PASSWORD_LENGTH = 8
 MAX_USERNAME_LENGTH = 64
@@ -78,10 +78,12 @@ def set_admin(user: User, is_admin: bool, acting: User | None = None) -> None:
 
 
 def delete_user(user: User) -> None:
-    """Delete a user with their messages, tasks, notifications and subscriptions; never the last admin."""
+    """Delete a user with their messages, tasks, notifications, subscriptions and alert rules; never the last admin."""
     if user.is_admin and admin_count() <= 1:
         raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
-    for model in (UserItem, Notification, Task, Subscription):
+    rules = sa.select(AlertRule.id).where(AlertRule.user_id == user.id)
+    db.session.execute(sa.delete(Alert).where(Alert.rule_id.in_(rules)))
+    for model in (UserItem, Notification, Task, Subscription, AlertRule):
         db.session.execute(sa.delete(model).where(model.user_id == user.id))
     # The rows that point at the user are gone; delete the row itself without loading relationships.
     db.session.execute(sa.delete(User).where(User.id == user.id))

@@ -107,6 +107,8 @@ def apply_local_defaults(env: MutableMapping[str, str]) -> None:
     env.setdefault("SUBSCRIPTION_NAME", "monitor-sub")
     env.setdefault("ADMIN_USERNAME", "admin")
     env.setdefault("FLASK_APP", "gcpubsub.py")
+    # Local webhook receivers (a `nc -l`, a test server) listen on loopback.
+    env.setdefault("ALERT_ALLOW_PRIVATE_TARGETS", "1")
 
 
 def write_stack_env(env: MutableMapping[str, str]) -> Path:
@@ -347,6 +349,7 @@ def prepare() -> int:
     web_port = choose_port(int(env.get("PORT") or WEB_PORT), "the web app")
     env["PORT"] = str(web_port)
     env["DEVSTACK_URL"] = f"http://127.0.0.1:{web_port}/"
+    env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{web_port}")  # the links in alert bodies
     try:
         workers = int(env.get("WORKERS") or DEFAULT_WORKERS)
     except ValueError:
@@ -447,11 +450,12 @@ def run_worker() -> None:
     wait_for_dependencies()
     wait_for_schema()
     queue_name = os.environ.get("RQ_QUEUE") or "gcpubsub-tasks"
+    alerts_queue = os.environ.get("RQ_ALERTS_QUEUE") or "gcpubsub-alerts"
     # --quiet: rq's own INFO lines (every job, every registry cleanup) stay off the console;
     # the app's events still reach it through the app's logger.
     os.execv(str(BIN / "rq"), ["rq", "worker", "--quiet", "-u", os.environ["REDIS_URL"],
                                 "--connection-class", "app.redis_connection.Redis", "-w", "helpers.devworker.DevWorker",
-                                "--with-scheduler", queue_name])
+                                "--with-scheduler", alerts_queue, queue_name])
 
 
 def supervise_service(label: str, command: list[str], port: int, log_name: str, timeout: float) -> None:

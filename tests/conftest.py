@@ -138,12 +138,16 @@ def database_url(postgres_database, tmp_path):
 
 
 def make_config(database_url: str, redis_url: str, **overrides) -> type:
+    queue = f"test-{uuid.uuid4().hex[:8]}"
     attributes = {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "REDIS_URL": redis_url,
-        "RQ_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
+        "RQ_QUEUE": queue,
+        "RQ_ALERTS_QUEUE": f"{queue}-alerts",
+        # The tests' webhook receivers listen on 127.0.0.1.
+        "ALERT_ALLOW_PRIVATE_TARGETS": True,
         "GCP_PROJECT_ID": TEST_PROJECT,
         "ADMIN_PASSWORD": None,
         # The test client stands where Heroku's router does: one proxy's X-Forwarded-* are believed.
@@ -280,6 +284,8 @@ def service_env(app, **extra) -> dict[str, str]:
             "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "REDIS_URL": app.config["REDIS_URL"],
             "RQ_QUEUE": app.config["RQ_QUEUE"],
+            "RQ_ALERTS_QUEUE": app.config["RQ_ALERTS_QUEUE"],
+            "ALERT_ALLOW_PRIVATE_TARGETS": "1" if app.config["ALERT_ALLOW_PRIVATE_TARGETS"] else "0",
             "GCP_PROJECT_ID": app.config["GCP_PROJECT_ID"],
             "SUBSCRIPTION_NAME": app.config["SUBSCRIPTION_NAME"],
             "PUBSUB_TOPIC": app.config["PUBSUB_TOPIC"],
@@ -303,6 +309,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.env = service_env(app, **env)
         self.queue = app.config["RQ_QUEUE"]
+        self.alerts_queue = app.config["RQ_ALERTS_QUEUE"]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
@@ -310,7 +317,8 @@ class WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [rq_command, "worker", "-u", self.env["REDIS_URL"], "--connection-class",
-                 "app.redis_connection.Redis", "-w", "app.worker.PollingWorker", "--with-scheduler", self.queue],
+                 "app.redis_connection.Redis", "-w", "app.worker.PollingWorker", "--with-scheduler", self.alerts_queue,
+                 self.queue],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return self

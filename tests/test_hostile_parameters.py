@@ -63,6 +63,15 @@ def hostile_app(app):
     create_user(app, "root", is_admin=True)
     item_id = store_item(app, alice, {"status": "ok"}, {"status": "SUCCESS"})
     app.config["ITEM_ID"] = item_id
+    with app.app_context():
+        from app.alerts import create_rule
+        from app.extensions import db
+        from app.models import User
+
+        rule = create_rule(db.session.get(User, alice), "failures", 'attributes.status = "FAILURE"',
+                           "http://127.0.0.1:9/hook")
+        db.session.commit()
+        app.config["RULE_ID"] = rule.id
     return app
 
 
@@ -71,8 +80,8 @@ def get_routes(app) -> list:
             if "GET" in rule.methods and rule.endpoint not in SKIPPED_ENDPOINTS]
 
 
-def ordinary_path(rule, item_id: int) -> str:
-    values = {"username": "alice", "item_id": item_id, "user_id": 1}
+def ordinary_path(rule, item_id: int, rule_id: int = 1) -> str:
+    values = {"username": "alice", "item_id": item_id, "user_id": 1, "rule_id": rule_id}
     return rule.build({name: values[name] for name in rule.arguments}, append_unknown=False)[1]
 
 
@@ -95,7 +104,7 @@ def test_no_get_route_answers_500_to_hostile_parameters(hostile_app, client, aut
     item_id = hostile_app.config["ITEM_ID"]
     checked: dict[str, set[str]] = {}
     for rule in get_routes(hostile_app):
-        path = ordinary_path(rule, item_id)
+        path = ordinary_path(rule, item_id, hostile_app.config["RULE_ID"])
         names = parameters_read(client, path) - {"next"} if rule.endpoint != "auth.index" else {"next"}
         checked[rule.endpoint] = names
         for name in sorted(names):

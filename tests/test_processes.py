@@ -62,7 +62,8 @@ def test_procfile_processes_serve_the_whole_journey_like_heroku(
     commands = procfile_commands()
     port = free_port()
     env = service_env(app)
-    env.pop("RQ_QUEUE")  # the Procfile names the queue itself
+    env.pop("RQ_QUEUE")  # the Procfile names the queues itself
+    env.pop("RQ_ALERTS_QUEUE")
     env.update({
         "DATABASE_URL": heroku_database_url(app.config["SQLALCHEMY_DATABASE_URI"]),
         "PORT": str(port), "WEB_CONCURRENCY": "2", "LOG_TO_STDOUT": "1",

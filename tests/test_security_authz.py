@@ -36,7 +36,11 @@ OWNER_SCOPED_ENDPOINTS = {"main.user", "main.useritems", "main.useritem", "main.
                           "subscriptions.subscriptions_json", "subscriptions.project",
                           # Issue 17: the filter dry-run scans only the signed-in user's messages (below, and
                           # tests/test_filter_check.py).
-                          "explore.filter_check"}
+                          "explore.filter_check",
+                          # Issue 18: a rule's pages answer 404 to anyone but its owner, admins included
+                          # (tests/test_alerts.py::test_users_only_ever_see_their_own_rules).
+                          "alerts.alerts", "alerts.rule_page", "alerts.rule_json", "alerts.set_enabled",
+                          "alerts.delete", "alerts.send_test"}
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ ENDPOINT_PAGE_TYPES = {
     "main.useritem_data": "message",
     "explore.explore": "message",
     "explore.explore_items": "message",
+    "explore.filter_check": "message",
     "explore.export_jsonl": "export",
     "explore.export_csv": "export",
 }
@@ -101,6 +102,14 @@ def assert_no_inline_code(html: str, where: str) -> None:
 def signed_in_with_data(app, client, auth):
     alice = create_user(app, "alice")
     item_id = store_item(app, alice, {"hello": "world"}, attributes={"kind": "test"})
+    with app.app_context():
+        from app.alerts import create_rule
+        from app.extensions import db
+        from app.models import User
+
+        # Rule 1, so that /alerts/1 and /alerts/1.json are pages alice may see.
+        create_rule(db.session.get(User, alice), "tests", "", "http://127.0.0.1:9/hook")
+        db.session.commit()
     auth.login()
     return item_id
 

@@ -17,6 +17,7 @@ from rq.exceptions import ShutDownImminentException
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import polling, retention
+from app.alerts.evaluate import RuleEvaluator
 from app.extensions import db
 from app.models import Task, stream_job_id
 from app.polling import RESUMED_STAGE, TaskState, mark_alive
@@ -287,7 +288,7 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
         try:
             # Messages are stored under the subscription's full path, its one canonical name.
             source = make_source(mode, client, path, task.user_id, path)
-            writer = BatchWriter(db.engine, task.user_id, task_id)
+            writer = BatchWriter(db.engine, task.user_id, task_id, evaluator=RuleEvaluator(task.user_id, path))
             local_filter = LocalFilter(client, path) if filters_locally(config) else None
             db.session.rollback()
             poller = Poller(task_id, source, writer, stream=stream, local_filter=local_filter)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import DEDUP_KEY, Task, UserItem
 from app.pubsub.messages import quarantined
+
+if TYPE_CHECKING:
+    from app.alerts.evaluate import RuleEvaluator
 
 COLUMNS = [
     "user_id", "subscription", "message_id", "publish_time", "received_at", "data_text", "data_bytes",
@@ -93,12 +96,18 @@ class BatchWriter:
     INSERT ... SELECT ... ON CONFLICT DO NOTHING, about twice as fast as a
     multi-row VALUES insert; SQLite takes the INSERT ... ON CONFLICT DO NOTHING directly.
     Quarantined rows (rare) take a plain INSERT ... ON CONFLICT DO NOTHING on both.
+
+    With an `evaluator` (app.alerts.evaluate), the rows each batch really inserted are handed to
+    it inside the batch's transaction, when the user has alert rules: the INSERT then returns
+    their ids (RETURNING), and a redelivery, which inserts nothing, fires nothing.
     """
 
-    def __init__(self, engine: sa.Engine, user_id: int, task_id: str | None = None):
+    def __init__(self, engine: sa.Engine, user_id: int, task_id: str | None = None,
+                 evaluator: RuleEvaluator | None = None):
         self.engine = engine
         self.user_id = user_id
         self.task_id = task_id
+        self.evaluator = evaluator
         table = UserItem.__table__
         dialect = engine.dialect.name
         if dialect not in ("postgresql", "sqlite"):
@@ -109,6 +118,7 @@ class BatchWriter:
             self.insert = postgresql.insert(table).from_select(COLUMNS, sa.select(stage)).on_conflict_do_nothing(
                 index_elements=list(DEDUP_KEY)
             )
+            self.insert_returning = self.insert.returning(table.c.id, table.c.message_id)
             self.create_stage = sa.text(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ON COMMIT DELETE ROWS AS "
                 f"SELECT {', '.join(COLUMNS)} FROM {table.name} WITH NO DATA"
@@ -116,11 +126,12 @@ class BatchWriter:
         else:
             self.insert = sqlite.insert(table).on_conflict_do_nothing(
                 index_elements=list(DEDUP_KEY)
-            ).returning(table.c.id)
+            ).returning(table.c.id, table.c.message_id)
+            self.insert_returning = self.insert
         dialect_insert = postgresql.insert if self.is_postgresql else sqlite.insert
         self.insert_quarantined = dialect_insert(table).on_conflict_do_nothing(
             index_elements=list(DEDUP_KEY)
-        ).returning(table.c.id)
+        ).returning(table.c.id, table.c.message_id)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store the rows and return how many were new, quarantined ones included.
@@ -148,34 +159,73 @@ class BatchWriter:
         if held:
             rows = [row for row in rows if row.get("quarantine_reason") is None]
         connection_info: dict | None = None
-        with self.engine.begin() as connection:
-            inserted = 0
-            if self.is_postgresql:
-                # Before any insert: the lock also orders quarantined rows' ids.
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
-                if rows:
-                    inserted, created_stage = self._write_postgresql(connection, rows)
-                    if created_stage:
-                        connection_info = connection.connection.info
-            elif rows:
-                inserted = len(connection.execute(self.insert, list(rows)).all())
-            quarantined_count = len(connection.execute(self.insert_quarantined, held).all()) if held else 0
-            inserted += quarantined_count
-            if self.task_id is not None:
-                connection.execute(
-                    sa.update(Task)
-                    .where(Task.id == self.task_id)
-                    .values(stored_count=Task.stored_count + inserted,
-                            quarantined_count=Task.quarantined_count + quarantined_count,
-                            heartbeat_at=datetime.now(UTC))
-                )
+        evaluator = self.evaluator
+        try:
+            with self.engine.begin() as connection:
+                inserted = 0
+                new_ids: list = []
+                watching = False
+                if self.is_postgresql:
+                    # Before any insert: the lock also orders quarantined rows' ids (and serialises
+                    # the user's alert rate counts). The rules are read first: they decide the INSERT.
+                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
+                    watching = evaluator is not None and evaluator.load(connection)
+                    if rows:
+                        written, created_stage = self._write_postgresql(connection, rows, returning=watching)
+                        if watching:
+                            new_ids = written
+                            inserted = len(new_ids)
+                        else:
+                            inserted = written
+                        if created_stage:
+                            connection_info = connection.connection.info
+                elif rows:
+                    new_ids = connection.execute(self.insert, list(rows)).all()
+                    inserted = len(new_ids)
+                quarantined_ids = connection.execute(self.insert_quarantined, held).all() if held else []
+                if not self.is_postgresql:
+                    # After the insert on SQLite: a transaction that reads first and writes later fails
+                    # (SQLITE_BUSY_SNAPSHOT, no waiting) when another connection wrote in between.
+                    watching = evaluator is not None and evaluator.load(connection)
+                quarantined_count = len(quarantined_ids)
+                inserted += quarantined_count
+                if watching and (new_ids or quarantined_ids):
+                    evaluator.stored(connection, self._new_rows(rows, new_ids, held, quarantined_ids))
+                if self.task_id is not None:
+                    connection.execute(
+                        sa.update(Task)
+                        .where(Task.id == self.task_id)
+                        .values(stored_count=Task.stored_count + inserted,
+                                quarantined_count=Task.quarantined_count + quarantined_count,
+                                heartbeat_at=datetime.now(UTC))
+                    )
+        except BaseException:
+            if evaluator is not None:
+                evaluator.discard()
+            raise
+        if evaluator is not None:
+            evaluator.committed()
         if connection_info is not None:
             # Only after the commit is the temporary table sure to exist: a rollback undoes it.
             connection_info[STAGE_TABLE] = True
         return inserted
 
-    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> tuple[int, bool]:
-        """(rows inserted, whether the stage table was created in this transaction)."""
+    @staticmethod
+    def _new_rows(rows: Sequence[dict[str, Any]], new_ids: Sequence, held: Sequence[dict[str, Any]],
+                  quarantined_ids: Sequence) -> list[tuple[int, dict[str, Any]]]:
+        """The rows the INSERTs returned, as (id, row): the RETURNING gives ids and message ids, the
+        rows in memory give the rest (no message data travels back from the database)."""
+        new_rows = []
+        for returned, sent in ((new_ids, rows), (quarantined_ids, held)):
+            if returned:
+                by_message_id = {row["message_id"]: row for row in sent}
+                new_rows.extend((item_id, by_message_id[message_id]) for item_id, message_id in returned)
+        return new_rows
+
+    def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]],
+                          returning: bool) -> tuple[list | int, bool]:
+        """With `returning`, the inserted rows' (id, message_id); else how many were inserted. And
+        whether the stage table was created in this transaction."""
         # The caller holds the user's advisory lock, which serialises a user's batches so their item
         # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
         # Encoded once, and handed over in large reads: psycopg2 would otherwise read and encode
@@ -185,16 +235,20 @@ class BatchWriter:
         # A redelivered one fails the unique key (IntegrityError); then the batch goes through the
         # stage table and ON CONFLICT DO NOTHING. The direct path saves PostgreSQL a quarter of its
         # CPU per row (1,000-row batches of 1 KB messages: 30 against 40 µs of backend CPU a row).
-        try:
-            with connection.begin_nested():
-                self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
-            return len(rows), False
-        except sa.exc.IntegrityError:
-            pass
+        # (Not when the ids are wanted back, for alert rules: COPY returns none.)
+        if not returning:
+            try:
+                with connection.begin_nested():
+                    self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
+                return len(rows), False
+            except sa.exc.IntegrityError:
+                pass
         created = not connection.connection.info.get(STAGE_TABLE)
         if created:
             connection.execute(self.create_stage)
         self._copy(connection, f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", data)
+        if returning:
+            return connection.execute(self.insert_returning).all(), created
         return connection.execute(self.insert).rowcount, created
 
     @staticmethod

@@ -119,6 +119,21 @@ $(function () {
 
   function connectionBack() { $("#poll-error").prop("hidden", true); }
 
+  // Firings of the user's alert rules (app.alerts.evaluate posts one notification per rule and batch).
+  const firingCounts = new Map();
+  function showFiring(data) {
+    const box = $("#alert-firings");
+    const key = String(data.rule_id);
+    const previous = firingCounts.get(key) || {name: data.rule, count: 0};
+    firingCounts.set(key, {name: data.rule, count: previous.count + (Number(data.count) || 0)});
+    const text = $("#alert-firings-text").empty();
+    firingCounts.forEach(function (entry, ruleId) {
+      if (text.children().length) { text.append(", "); }
+      $("<a>").attr("href", box.data("alerts-url") + "/" + ruleId).text(entry.name + " (" + entry.count + ")").appendTo(text);
+    });
+    box.prop("hidden", false);
+  }
+
   function pollNotifications() {
     if (!ownPage) { return $.Deferred().resolve(); }
     return $.getJSON(urls.notifications, {since: notificationsSince}).done(function (list) {
@@ -126,6 +141,7 @@ $(function () {
       for (let i = 0; i < list.length; i++) {
         const data = list[i].data || {};
         if (list[i].name === "task_progress" && data.subscription === subscription && data.state) { changed = true; }
+        if (list[i].name === "alert_fired") { showFiring(data); }
         notificationsSince = list[i].timestamp;
       }
       connectionBack();
