@@ -75,7 +75,7 @@ def pytest_sessionfinish(session):
     if left_out:
         reporter.write_line(
             f"{left_out} {'test' if left_out == 1 else 'tests'} skipped on SQLite need PostgreSQL: run `make test` "
-            "(SQLite, then PostgreSQL), or pytest with TEST_DATABASE_URL=postgresql://...",
+            "(SQLite and PostgreSQL), or pytest with TEST_DATABASE_URL=postgresql://...",
             yellow=True, bold=True,
         )
 
