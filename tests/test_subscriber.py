@@ -213,11 +213,12 @@ def observed_source(source_class, observed: Observed):
 class RunningPoller:
     """A Poller in a thread with its own app context, stopped the way the web stops it."""
 
-    def __init__(self, app, emulator, mode: str, names: dict, username: str = "alice", observed=None, **options):
+    def __init__(self, app, emulator, mode: str, names: dict, username: str = "alice", observed=None,
+                 source_class=None, **options):
         self.app = app
         self.user_id, self.task_id = make_task(app, names["subscription"], username)
         self.client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
-        source_class = PullSource if mode == "batch" else StreamingSource
+        source_class = source_class or (PullSource if mode == "batch" else StreamingSource)
         if observed is not None:
             source_class = observed_source(source_class, observed)
         self.source = source_class(self.client, names["subscription_path"], user_id=self.user_id,
@@ -321,6 +322,66 @@ def test_every_message_is_stored_once_and_acked_after_commit(app, emulator, pubs
     assert progress[0]["progress"] == "Polling" and progress[0]["mode"] == mode
     with app.app_context():
         assert db.session.get(Task, poller.task_id).stored_count == 300
+
+
+class CountingPullSource(PullSource):
+    """Counts the pulls it has in flight at once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.counting = threading.Lock()
+
+    def _start_pull(self, request, metadata, arrived):
+        call = super()._start_pull(request, metadata, arrived)
+        with self.counting:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        call.add_done_callback(self._pull_ended)
+        return call
+
+    def _pull_ended(self, _call):
+        with self.counting:
+            self.in_flight -= 1
+
+
+def test_batch_mode_pulls_several_at_once_through_a_backlog_and_one_at_a_time_when_idle(
+        app, emulator, pubsub_names):
+    published = publish_samples(pubsub_names, cloud_build_samples(2000))
+    poller = RunningPoller(app, emulator, "batch", pubsub_names, source_class=CountingPullSource,
+                           pull_timeout=2.0).start()
+    source = poller.source
+    wait_until(lambda: poller.count() >= 2000, 60, message="the backlog of 2,000 stored")
+    # The emulator returns at most 100 messages a pull: the backlog took many, several at a time.
+    assert source.most_in_flight == source.pulls_in_flight == 3
+    # Idle: the pulls that met an empty subscription time out (2 s here), and one long pull stays open.
+    time.sleep(5)
+    with source.counting:
+        source.most_in_flight = source.in_flight
+    time.sleep(3)
+    assert source.most_in_flight == 1 and source.in_flight == 1
+    # A message published now is stored at once, by the one pull that is waiting.
+    late = publish_samples(pubsub_names, cloud_build_samples(1))
+    wait_until(lambda: poller.count() >= 2001, 3, message="the message published while idle, stored")
+    poller.stop()
+    assert sorted(item.message_id for item in poller.items()) == sorted({**published, **late})
+
+
+def test_a_stop_in_the_middle_of_a_backlog_gives_back_what_it_pulled_and_loses_nothing(app, emulator, pubsub_names):
+    published = publish_samples(pubsub_names, cloud_build_samples(3000))
+    observed = Observed(app)
+    first = RunningPoller(app, emulator, "batch", pubsub_names, observed=observed).start()
+    wait_until(lambda: first.count() >= 300, 60, message="the first 300 stored")
+    first.stop()
+    assert observed.acked_before_commit == []
+    # What the first poller pulled but did not store went back at once (nack), not after the
+    # subscription's 30-second ack deadline: a second poller stores the rest well within it.
+    second = RunningPoller(app, emulator, "batch", pubsub_names, username="bob").start()
+    wait_until(lambda: second.count() >= 3000, 20, message="all 3,000 stored")
+    second.stop()
+    stored = [item.message_id for item in second.items()]
+    assert sorted(stored) == sorted(published), "a message was lost or stored twice"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from google.pubsub_v1.types import PubsubMessage
@@ -26,8 +27,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
-# Made once: json.dumps with options builds a new encoder for every call.
-_ATTRIBUTES_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What a JSON document can start with, after whitespace (JSON's whitespace: space, tab, newline, return).
 _JSON_STARTS = frozenset('{["-0123456789tfn')
 _JSON_WHITESPACE = " \t\n\r"
@@ -109,10 +109,23 @@ def quarantined(row: dict[str, Any], reason: str, *, bare: bool = False) -> dict
     return form
 
 
+def attributes_json(attributes: Mapping[str, str]) -> str:
+    """The attributes as JSON text, keys sorted, ASCII only (NUL and non-ASCII as \\u escapes), so any
+    attribute key or value is text on every database.
+
+    Exactly json.dumps(attributes, sort_keys=True, ensure_ascii=True) for a map of strings, which
+    every stored row holds, but without building an encoder for each message (a third of the cost).
+    """
+    if not attributes:
+        return "{}"
+    return "{" + ", ".join([f"{encode_basestring_ascii(key)}: {encode_basestring_ascii(value)}"
+                            for key, value in sorted(attributes.items())]) + "}"
+
+
 def _timestamp(seconds: int, nanos: int) -> datetime | None:
     if not seconds and not nanos:
         return None
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def build_row(
@@ -138,8 +151,7 @@ def build_row(
         "data_text": data_text,
         "data_bytes": data_bytes,
         "is_json": is_json,
-        # ASCII only (NUL and non-ASCII as \u escapes), so any attribute key or value is text on every database.
-        "attributes_json": _ATTRIBUTES_JSON.encode(dict(attributes)) if attributes else "{}",
+        "attributes_json": attributes_json(attributes),
         "ordering_key": ordering_key or None,
         "delivery_attempt": delivery_attempt or None,
         "size": size,

@@ -19,7 +19,7 @@ import grpc
 from google.api_core import exceptions as api_exceptions
 from google.api_core.gapic_v1 import routing_header
 from google.cloud import pubsub_v1
-from google.pubsub_v1.types import PullRequest, PullResponse
+from google.pubsub_v1.types import PullRequest
 
 from app.pubsub.messages import row_from_pulled, row_from_streamed
 
@@ -115,6 +115,7 @@ class PullSource:
         max_messages: int = 1000,
         pull_timeout: float = 10.0,
         prefetch: int = 4,
+        pulls_in_flight: int = 3,
         extend_after: float = 5.0,
         extension_seconds: int = 60,
     ):
@@ -126,9 +127,15 @@ class PullSource:
         self.pull_timeout = pull_timeout
         self.extend_after = extend_after
         self.extension_seconds = extension_seconds
-        # Memory is bounded by the batch size: `prefetch` pulls waiting, one write, two acks in flight.
-        # (A pull response is at most 1,000 messages and about 10 MB.)
-        self._ready: queue.Queue[Batch | SourceError] = queue.Queue(maxsize=prefetch)
+        self.pulls_in_flight = max(1, pulls_in_flight)
+        # Memory is bounded by the batch size: pulls stop while `prefetch` full pulls' worth of messages
+        # wait, and then at most `pulls_in_flight` more are on their way; one write and two acks are in
+        # flight. (A pull response is at most 1,000 messages and about 10 MB.)
+        self.prefetch_messages = prefetch * max_messages
+        self._ready: queue.Queue[Batch | SourceError] = queue.Queue()
+        self._buffered = 0  # messages in _ready
+        self._buffered_lock = threading.Lock()
+        self._taken = threading.Event()  # set when the writer takes a batch out of _ready
         self._pending_error: SourceError | None = None
         self._held: dict[int, tuple[Batch, float]] = {}
         self._held_lock = threading.Lock()
@@ -172,6 +179,7 @@ class PullSource:
                 item = self._ready.get_nowait()
             except queue.Empty:
                 break
+            self._taken_out(item)
             if isinstance(item, Batch):
                 self.nack(item)
         if self._acker is not None and self._acker.is_alive():
@@ -195,6 +203,7 @@ class PullSource:
             item = self._ready.get(timeout=timeout) if timeout > 0 else self._ready.get_nowait()
         except queue.Empty:
             return None
+        self._taken_out(item)
         if isinstance(item, SourceError):
             raise item
         batches = [item]
@@ -204,6 +213,7 @@ class PullSource:
                 item = self._ready.get_nowait()
             except queue.Empty:
                 break
+            self._taken_out(item)
             if isinstance(item, SourceError):
                 self._pending_error = item
                 break
@@ -219,72 +229,101 @@ class PullSource:
             self._held[id(merged)] = (merged, since)
         return merged
 
-    def _pull(self, request: PullRequest) -> PullResponse | None:
-        """One pull; None when receiving stopped first, in which case the pull is cancelled.
-
-        The call goes through the transport's stub, as a future, so that a stop need not wait
-        for a long pull to time out. Errors are raised as the client's own pull raises them.
-        """
-        metadata = [routing_header.to_grpc_metadata((("subscription", self.subscription_path),))]
+    def _start_pull(self, request: PullRequest, metadata: list, arrived: threading.Event):
+        """A pull in flight, as a future on the transport's stub (so that a stop can cancel it)."""
         call = self.client.transport.pull.future(request, timeout=self.pull_timeout, metadata=metadata)
-        # Woken by the response itself: sleeping a whole stop-check period after each quick pull
-        # held batch mode to about 20 pulls a second.
-        done = threading.Event()
-        call.add_done_callback(lambda _call: done.set())
-        while not done.wait(PULL_STOP_CHECK_SECONDS):
-            # cancel() is False once the response is in: then its messages are handled as usual.
-            if self._stopping.is_set() and call.cancel():
-                return None
-        try:
-            return call.result()
-        except grpc.RpcError as error:
-            raise api_exceptions.from_grpc_error(error) from None
+        call.add_done_callback(lambda _call: arrived.set())
+        return call
 
     def _pull_loop(self) -> None:
-        request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
-        counted = time.thread_time()
-        while not self._stopping.is_set():
-            try:
-                response = self._pull(request)
-            except api_exceptions.DeadlineExceeded:
-                continue  # nothing arrived within the timeout
-            except Exception as error:  # noqa: BLE001 - every pull error is handed to the poller, which decides
-                self._put(describe_error(error, self.subscription_path))
-                return
-            if response is None:
-                return  # receiving stopped while the pull was in flight
-            received_messages = type(response).pb(response).received_messages
-            if not received_messages:
-                continue
-            received_at = datetime.now(UTC)
-            converting = time.thread_time()
-            self.cpu.add("pull", converting - counted)
-            batch = Batch(
-                rows=[
-                    row_from_pulled(received, user_id=self.user_id, subscription=self.subscription,
-                                    received_at=received_at)
-                    for received in received_messages
-                ],
-                handles=[received.ack_id for received in received_messages],
-            )
-            counted = time.thread_time()
-            self.cpu.add("convert", counted - converting)
-            self._hold(batch)
-            if self._stopping.is_set():
-                self.nack(batch)
-                return
-            if not self._put(batch):
-                self.nack(batch)
-                return
+        """Pull until stopped, with up to `pulls_in_flight` pulls outstanding while a backlog drains.
 
-    def _put(self, item: Batch | SourceError) -> bool:
-        while not self._stopping.is_set():
-            try:
-                self._ready.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        One pull at a time waits on its round trip, and on the emulator each pull returns at most
+        100 messages: several in flight keep the server busy while this thread converts what came
+        back. After an empty or timed-out pull (nothing waiting) it drops back to one pull, so an idle
+        subscription holds one long pull open. Pulls stop being made while `prefetch_messages`
+        pulled messages wait for the writer. Responses are handled as they arrive; a stop cancels
+        what is in flight and gives back what arrived too late to be handled.
+        """
+        request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
+        metadata = [routing_header.to_grpc_metadata((("subscription", self.subscription_path),))]
+        arrived = threading.Event()
+        in_flight: list = []
+        wanted = 1
+        counted = time.thread_time()
+        try:
+            while not self._stopping.is_set():
+                while len(in_flight) < wanted and self._buffered < self.prefetch_messages:
+                    in_flight.append(self._start_pull(request, metadata, arrived))
+                if not in_flight:
+                    self._taken.wait(PULL_STOP_CHECK_SECONDS)  # the writer is behind: wait for room
+                    self._taken.clear()
+                    continue
+                # Woken by a response itself, or after a stop-check period with none.
+                arrived.wait(PULL_STOP_CHECK_SECONDS)
+                arrived.clear()
+                for call in [call for call in in_flight if call.done()]:
+                    in_flight.remove(call)
+                    try:
+                        response = call.result()
+                    except grpc.RpcError as error:
+                        error = api_exceptions.from_grpc_error(error)
+                        if isinstance(error, api_exceptions.DeadlineExceeded):
+                            wanted = 1  # nothing arrived within the timeout
+                            continue
+                        self._put(describe_error(error, self.subscription_path))
+                        return
+                    received_messages = type(response).pb(response).received_messages
+                    if not received_messages:
+                        wanted = 1
+                        continue
+                    wanted = self.pulls_in_flight
+                    received_at = datetime.now(UTC)
+                    converting = time.thread_time()
+                    self.cpu.add("pull", converting - counted)
+                    batch = Batch(
+                        rows=[
+                            row_from_pulled(received, user_id=self.user_id, subscription=self.subscription,
+                                            received_at=received_at)
+                            for received in received_messages
+                        ],
+                        handles=[received.ack_id for received in received_messages],
+                    )
+                    counted = time.thread_time()
+                    self.cpu.add("convert", counted - converting)
+                    self._hold(batch)
+                    if self._stopping.is_set():
+                        self.nack(batch)
+                        return
+                    self._put(batch)
+        except Exception as error:  # noqa: BLE001 - every pull error is handed to the poller, which decides
+            self._put(describe_error(error, self.subscription_path))
+        finally:
+            for call in in_flight:
+                # cancel() is False once the response is in: its messages go back at once.
+                if not call.cancel():
+                    self._give_back(call)
+
+    def _give_back(self, call) -> None:
+        try:
+            response = call.result(timeout=0)
+        except Exception:  # noqa: BLE001 - a failed or cancelled pull holds no messages
+            return
+        ack_ids = [received.ack_id for received in type(response).pb(response).received_messages]
+        if ack_ids:
+            self._modify_deadline(ack_ids, 0)
+
+    def _put(self, item: Batch | SourceError) -> None:
+        if isinstance(item, Batch):
+            with self._buffered_lock:
+                self._buffered += len(item.rows)
+        self._ready.put(item)
+
+    def _taken_out(self, item: Batch | SourceError) -> None:
+        if isinstance(item, Batch):
+            with self._buffered_lock:
+                self._buffered -= len(item.rows)
+            self._taken.set()
 
     # -- leases --
     def _hold(self, batch: Batch) -> None:

@@ -77,6 +77,34 @@ def copy_line(row: dict[str, Any]) -> str:
     return "\t".join([write(row[name]) for name, write in _COPY_PLAN]) + "\n"
 
 
+_UNSET = object()
+
+
+def copy_data(rows: Sequence[dict[str, Any]]) -> bytes:
+    """The rows in COPY's text format, encoded: exactly copy_line of each row, in one pass.
+
+    Written out column by column rather than through _COPY_PLAN, and the values a batch's rows
+    share (the subscription, the time received) are formatted once: this is the writer's hot loop.
+    """
+    lines = []
+    subscription, subscription_text = _UNSET, ""
+    received, received_text = _UNSET, ""
+    for row in rows:
+        if row["subscription"] is not subscription:
+            subscription = row["subscription"]
+            subscription_text = _text(subscription)
+        if row["received_at"] is not received:
+            received = row["received_at"]
+            received_text = _time(received)
+        lines.append(
+            f"{_number(row['user_id'])}\t{subscription_text}\t{_text(row['message_id'])}\t"
+            f"{_time(row['publish_time'])}\t{received_text}\t{_text(row['data_text'])}\t"
+            f"{_bytes(row['data_bytes'])}\t{'t' if row['is_json'] else 'f'}\t{_text(row['attributes_json'])}\t"
+            f"{_text(row['ordering_key'])}\t{_number(row['delivery_attempt'])}\t{_number(row['size'])}\n"
+        )
+    return "".join(lines).encode()
+
+
 # Errors that say a row's data cannot be stored, not that the database is unreachable. psycopg2
 # refuses a NUL in a bound string with a ValueError, before anything is sent.
 DATA_ERRORS = (sa.exc.DataError, ValueError)
@@ -230,7 +258,7 @@ class BatchWriter:
         # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
         # Encoded once, and handed over in large reads: psycopg2 would otherwise read and encode
         # a text buffer 8 kB at a time (a quarter of the writer's CPU on 1 KB rows).
-        data = "".join([copy_line(row) for row in rows]).encode()
+        data = copy_data(rows)
         # Most batches hold only new messages: COPY them straight into the table, in a savepoint.
         # A redelivered one fails the unique key (IntegrityError); then the batch goes through the
         # stage table and ON CONFLICT DO NOTHING. The direct path saves PostgreSQL a quarter of its
