@@ -95,9 +95,10 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import ClassVar
 
 MAX_FILTER_BYTES = 256
 MAX_CONDITION_BYTES = 1024
@@ -299,14 +300,18 @@ class Not(Node):
 
 
 @dataclass(frozen=True)
-class And(Node):
+class _Junction(Node):
+    """And and Or: operands joined by one word, true when all of them are (AND) or any (OR)."""
+
     operands: tuple[Node, ...]
+    word: ClassVar[str]
+    combine: ClassVar[Callable[[Iterable[bool]], bool]]
 
     def evaluate(self, context):
-        return all(operand.evaluate(context) for operand in self.operands)
+        return self.combine(operand.evaluate(context) for operand in self.operands)
 
     def to_expression(self):
-        return " AND ".join(_render_operand(operand) for operand in self.operands)
+        return f" {self.word} ".join(_render_operand(operand) for operand in self.operands)
 
     def walk(self):
         yield self
@@ -314,20 +319,14 @@ class And(Node):
             yield from operand.walk()
 
 
-@dataclass(frozen=True)
-class Or(Node):
-    operands: tuple[Node, ...]
+class And(_Junction):
+    word = "AND"
+    combine = all
 
-    def evaluate(self, context):
-        return any(operand.evaluate(context) for operand in self.operands)
 
-    def to_expression(self):
-        return " OR ".join(_render_operand(operand) for operand in self.operands)
-
-    def walk(self):
-        yield self
-        for operand in self.operands:
-            yield from operand.walk()
+class Or(_Junction):
+    word = "OR"
+    combine = any
 
 
 def _json_equals(found, value: str) -> bool:

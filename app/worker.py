@@ -144,20 +144,9 @@ class PollingWorker(HerokuWorker):
                 self._courier = None
 
     def recover_alerts(self) -> None:
-        from app import create_app
         from app.alerts.delivery import recover_stuck
-        from app.extensions import db
 
-        if self._flask_app is None:
-            self._flask_app = create_app()
-        with self._flask_app.app_context():
-            try:
-                recover_stuck()
-            except Exception:  # a process boundary: a failed pass must not stop the worker
-                self.log.exception("Could not recover alert deliveries; will try again")
-            finally:
-                db.session.remove()
-                db.engine.dispose()
+        self._in_app(recover_stuck, "Could not recover alert deliveries")
 
     def maintain_heartbeats(self, job, execution):
         super().maintain_heartbeats(job, execution)
@@ -165,42 +154,36 @@ class PollingWorker(HerokuWorker):
         self.apply_retention()
 
     def apply_retention(self) -> None:
-        from app import create_app
-        from app.extensions import db
         from app.retention import run_if_due
 
-        if self._flask_app is None:
-            self._flask_app = create_app()
-        with self._flask_app.app_context():
-            try:
-                record = run_if_due()
-            except Exception:  # a process boundary: a failed pass must not stop the worker
-                self.log.exception("Retention pass failed; will try again")
-                return
-            finally:
-                db.session.remove()
-                db.engine.dispose()
+        record = self._in_app(run_if_due, "Retention pass failed")
         if record is not None:
             self.log.info("Retention pass %s: %d messages deleted so far%s", record.started_at, record.deleted,
                           "" if record.finished_at else " (goes on at the next maintenance step)")
 
     def reconcile_polling_tasks(self) -> None:
+        from app.polling import reconcile
+
+        # Read while the session is open: _in_app removes it, which detaches the Tasks.
+        resumed = self._in_app(lambda: [(task.subscription, task.user_id, task.id) for task in reconcile()],
+                               "Could not reconcile polling tasks")
+        for subscription, user_id, task_id in resumed or ():
+            self.log.info("Resumed polling %s for user %s as task %s", subscription, user_id, task_id)
+
+    def _in_app(self, step, failure_words: str):
+        """Run one maintenance step in the app's context; its result, or None when it failed (logged)."""
         from app import create_app
         from app.extensions import db
-        from app.polling import reconcile
 
         if self._flask_app is None:
             self._flask_app = create_app()
         with self._flask_app.app_context():
             try:
-                # Read while the session is open: it is removed below, which detaches the Tasks.
-                resumed = [(task.subscription, task.user_id, task.id) for task in reconcile()]
+                return step()
             except Exception:  # a process boundary: a failed pass must not stop the worker
-                self.log.exception("Could not reconcile polling tasks; will try again")
-                return
+                self.log.exception("%s; will try again", failure_words)
+                return None
             finally:
                 # Hold no database connection across the fork of the next job's work horse.
                 db.session.remove()
                 db.engine.dispose()
-        for subscription, user_id, task_id in resumed:
-            self.log.info("Resumed polling %s for user %s as task %s", subscription, user_id, task_id)

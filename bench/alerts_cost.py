@@ -25,7 +25,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ["ALERT_ALLOW_PRIVATE_TARGETS"] = "1"
 
 import ingest  # noqa: E402
-
-from helpers.services import PubSubEmulator, RedisServer  # noqa: E402
+from stack import emulator_and_redis  # noqa: E402
 
 RULES = [f'attributes.status = "NO-SUCH-STATUS-{number}"' for number in range(8)] + [
     'data.status = "NO-SUCH-STATUS"',
@@ -84,51 +82,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="PostgreSQL server URL; a fresh database is created on it")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="pubsub-alerts-bench-"))
-    emulator = PubSubEmulator(log_path=str(workdir / "emulator.log")).start()
-    redis = RedisServer().start()
-    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-    database_url, drop_database = ingest.prepare_database(args.database, args.database_url, workdir)
-    try:
-        from google.cloud import pubsub_v1
+    with emulator_and_redis("pubsub-alerts-bench-") as (workdir, emulator, redis):
+        database_url, drop_database = ingest.prepare_database(args.database, args.database_url, workdir)
+        try:
+            from google.cloud import pubsub_v1
 
-        from app import polling
-        from app.pubsub import make_subscriber_client
+            from app import polling
+            from app.pubsub import make_subscriber_client
 
-        publisher = pubsub_v1.PublisherClient()
-        client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
-        topic_path = publisher.topic_path(ingest.PROJECT, "alerts-bench-topic")
-        publisher.create_topic(name=topic_path)
-        # ABBA order: each side goes first in every other round, so a warm-up or a drift favours neither.
-        runs = [(round_number, rules) for round_number in range(args.rounds)
-                for rules in ((0, len(RULES)) if round_number % 2 == 0 else (len(RULES), 0))]
-        for round_number, rules in runs:
-            client.create_subscription(name=client.subscription_path(ingest.PROJECT, f"ab-{round_number}-{rules}"),
-                                       topic=topic_path, ack_deadline_seconds=60)
-        print(f"database: {args.database}; {args.count:,} messages of about {args.size:,} bytes per run; "
-              f"logs in {workdir}", flush=True)
-        ingest.publish(emulator.host, "alerts-bench-topic", args.count, args.size)
-        rates: dict[int, list[float]] = {0: [], len(RULES): []}
-        for round_number, rules in runs:
-            original = with_rules(RULES) if rules else None
-            try:
-                seconds, _ = ingest.app_mode("batch", database_url, redis, emulator.host,
-                                             f"ab-{round_number}-{rules}", args.count, workdir)
-            finally:
-                if original is not None:
-                    polling.launch = original
-            retire_bench_user(database_url, f"{round_number}-{rules}")
-            rates[rules].append(args.count / seconds)
-            print(f"round {round_number + 1}, {rules:2d} rules: {seconds:6.2f} s  {args.count / seconds:9,.0f} msg/s",
-                  flush=True)
-        without, with_ = statistics.median(rates[0]), statistics.median(rates[len(RULES)])
-        print(f"median without rules {without:,.0f} msg/s, with {len(RULES)} rules {with_:,.0f} msg/s: "
-              f"ratio {with_ / without:.2f} (target >= 0.9)")
-        client.close()
-    finally:
-        drop_database()
-        redis.stop()
-        emulator.stop()
+            publisher = pubsub_v1.PublisherClient()
+            client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+            topic_path = publisher.topic_path(ingest.PROJECT, "alerts-bench-topic")
+            publisher.create_topic(name=topic_path)
+            # ABBA order: each side goes first in every other round, so a warm-up or a drift favours neither.
+            runs = [(round_number, rules) for round_number in range(args.rounds)
+                    for rules in ((0, len(RULES)) if round_number % 2 == 0 else (len(RULES), 0))]
+            for round_number, rules in runs:
+                client.create_subscription(name=client.subscription_path(ingest.PROJECT, f"ab-{round_number}-{rules}"),
+                                           topic=topic_path, ack_deadline_seconds=60)
+            print(f"database: {args.database}; {args.count:,} messages of about {args.size:,} bytes per run; "
+                  f"logs in {workdir}", flush=True)
+            ingest.publish(emulator.host, "alerts-bench-topic", args.count, args.size)
+            rates: dict[int, list[float]] = {0: [], len(RULES): []}
+            for round_number, rules in runs:
+                original = with_rules(RULES) if rules else None
+                try:
+                    seconds, _ = ingest.app_mode("batch", database_url, redis, emulator.host,
+                                                 f"ab-{round_number}-{rules}", args.count, workdir)
+                finally:
+                    if original is not None:
+                        polling.launch = original
+                retire_bench_user(database_url, f"{round_number}-{rules}")
+                rates[rules].append(args.count / seconds)
+                print(f"round {round_number + 1}, {rules:2d} rules: {seconds:6.2f} s  "
+                      f"{args.count / seconds:9,.0f} msg/s", flush=True)
+            without, with_ = statistics.median(rates[0]), statistics.median(rates[len(RULES)])
+            print(f"median without rules {without:,.0f} msg/s, with {len(RULES)} rules {with_:,.0f} msg/s: "
+                  f"ratio {with_ / without:.2f} (target >= 0.9)")
+            client.close()
+        finally:
+            drop_database()
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC
@@ -33,7 +32,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ["ALERT_ALLOW_PRIVATE_TARGETS"] = "1"  # the receiver is on loopback; before config.py is imported
 
 import sqlalchemy as sa  # noqa: E402
-from stack import FreshDatabase, PubSubEmulator, RedisServer, app_env, start_procfile_process, stop  # noqa: E402
+from stack import (  # noqa: E402
+    FreshDatabase,
+    PubSubEmulator,
+    RedisServer,
+    app_env,
+    create_topic_and_subscription,
+    emulator_and_redis,
+    start_procfile_process,
+    stop,
+)
 
 from helpers.services import wait_until  # noqa: E402
 
@@ -82,12 +90,9 @@ def run(workers: int, count: int, rate: float, database_url: str, redis: RedisSe
     from config import Config
 
     suffix = f"w{workers}-{int(time.time())}"
+    topic, subscription = create_topic_and_subscription(PROJECT, f"latency-{suffix}", f"latency-{suffix}",
+                                                        ack_deadline_seconds=30)
     publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path(PROJECT, f"latency-{suffix}")
-    subscription = subscriber.subscription_path(PROJECT, f"latency-{suffix}")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=30)
     receiver = Receiver()
     settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "GCP_PROJECT_ID": PROJECT,
                 "PUBSUB_EMULATOR_HOST": emulator.host, "SECRET_KEY": "bench", "TESTING": True}
@@ -143,23 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="PostgreSQL server URL; a fresh database is created on it")
     parser.add_argument("--workers", default="1,2", help="set-ups: worker counts (default 1,2)")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="pubsub-alerts-latency-"))
-    emulator = PubSubEmulator(log_path=str(workdir / "emulator.log")).start()
-    redis = RedisServer().start()
-    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-    database = FreshDatabase(args.database_url)
-    try:
-        print(f"{args.count} matching messages at {args.rate:g}/s per set-up; logs in {workdir}", flush=True)
-        for workers in (int(value) for value in args.workers.split(",")):
-            latencies = run(workers, args.count, args.rate, database.url, redis, emulator, workdir)
-            how = "busy polling: its courier delivers" if workers == 1 else "an idle one takes the jobs"
-            print(f"{workers} worker(s) ({how}): {len(latencies)} deliveries, commit to receiver "
-                  f"p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {percentile(latencies, 0.95) * 1000:.0f} ms, "
-                  f"max {max(latencies) * 1000:.0f} ms", flush=True)
-    finally:
-        database.drop()
-        redis.stop()
-        emulator.stop()
+    with emulator_and_redis("pubsub-alerts-latency-") as (workdir, emulator, redis):
+        database = FreshDatabase(args.database_url)
+        try:
+            print(f"{args.count} matching messages at {args.rate:g}/s per set-up; logs in {workdir}", flush=True)
+            for workers in (int(value) for value in args.workers.split(",")):
+                latencies = run(workers, args.count, args.rate, database.url, redis, emulator, workdir)
+                how = "busy polling: its courier delivers" if workers == 1 else "an idle one takes the jobs"
+                print(f"{workers} worker(s) ({how}): {len(latencies)} deliveries, commit to receiver "
+                      f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                      f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms",
+                      flush=True)
+        finally:
+            database.drop()
     return 0
 
 

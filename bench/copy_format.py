@@ -3,9 +3,9 @@
     .venv/bin/python bench/copy_format.py [--repeat 7]
 
 Before: `str.translate` with a one-to-two character map, taken when a regex finds a
-character to escape. After: writer._text, a chain of `str.replace` (backslash first),
-each behind an `in` test. Three cases, each timed `--repeat` times in this process
-(medians printed, with the load average):
+character to escape (the reference kept in tests/test_copy_format.py, imported from there).
+After: writer._text, a chain of `str.replace` (backslash first), each behind an `in` test.
+Three cases, each timed `--repeat` times in this process (medians printed, with the load average):
 
   - one 630-character value with escapes (a log entry's JSON: quotes, newlines, a path);
   - one 1 MB payload of escaped JSON with non-ASCII text;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -29,23 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.pubsub import writer  # noqa: E402
-
-# The formatting as it was before issue 19 (kept here, and in tests/test_copy_format.py, as the reference).
-_OLD_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_OLD_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-
-
-def old_text(value: str | None) -> str:
-    if value is None:
-        return "\\N"
-    return value.translate(_OLD_ESCAPES) if _OLD_NEEDS_ESCAPE.search(value) else value
-
-
-_OLD_PLAN = [(name, old_text if write is writer._text else write) for name, write in writer._COPY_PLAN]
-
-
-def old_copy_line(row: dict) -> str:
-    return "\t".join([write(row[name]) for name, write in _OLD_PLAN]) + "\n"
+from tests.test_copy_format import reference_copy_line, reference_text  # noqa: E402
 
 
 def log_entry(index: int, message_length: int) -> str:
@@ -88,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
              "is_json": True, "attributes_json": '{"logName": "projects/p/logs/stderr"}', "ordering_key": None,
              "delivery_attempt": None, "size": 1000} for index in range(20_000)]
 
-    assert old_text(value) == writer._text(value) and old_text(megabyte) == writer._text(megabyte)
-    assert all(old_copy_line(row) == writer.copy_line(row) for row in rows[:200])
+    assert reference_text(value) == writer._text(value) and reference_text(megabyte) == writer._text(megabyte)
+    assert all(reference_copy_line(row) == writer.copy_line(row) for row in rows[:200])
 
     cases = [
-        (f"one {len(value)}-character value with escapes", old_text, writer._text, value, 1e6, "µs"),
-        (f"one {len(megabyte.encode()) / 1e6:.1f} MB payload", old_text, writer._text, megabyte, 1e3, "ms"),
+        (f"one {len(value)}-character value with escapes", reference_text, writer._text, value, 1e6, "µs"),
+        (f"one {len(megabyte.encode()) / 1e6:.1f} MB payload", reference_text, writer._text, megabyte, 1e3, "ms"),
         (f"{len(rows):,} rows of escaped JSON (~{len(rows[0]['data_text'])} chars)",
-         lambda batch: [old_copy_line(row) for row in batch],
+         lambda batch: [reference_copy_line(row) for row in batch],
          lambda batch: [writer.copy_line(row) for row in batch], rows, 1e3, "ms"),
     ]
     print(f"COPY text formatting, medians of {args.repeat}; load {load_average()}")

@@ -22,25 +22,23 @@ Not run in CI.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
-import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
 
 import redis
 import sqlalchemy as sa
 from stack import (
     FreshDatabase,
-    RedisServer,
     app_env,
     load_average,
+    page_bench_parser,
     sign_in,
+    start_page_bench,
     start_procfile_process,
     start_web,
     stop,
@@ -159,21 +157,15 @@ def figures(samples: dict, label: str, start: float, end: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = page_bench_parser(__doc__, warmup_help="seconds of page loads before measuring")
     parser.add_argument("--old", type=int, default=1_000_000, help="messages past retention, to delete")
     parser.add_argument("--recent", type=int, default=20_000, help="messages within retention, to keep")
-    parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--baseline", type=float, default=60, help="seconds of the baseline before the deletion")
     parser.add_argument("--max-after", type=float, default=300,
                         help="the baseline after the deletion lasts as long as the deletion, up to this")
-    parser.add_argument("--warmup", type=float, default=10, help="seconds of page loads before measuring")
-    parser.add_argument("--database-url", help="PostgreSQL server URL; a fresh database is created on it")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="pubsub-bench-retention-"))
-    print(f"bench/retention.py: {args.old:,} old messages, {args.clients} pages; logs in {workdir}; "
-          f"load {load_average()}", flush=True)
-    redis_server = RedisServer().start()
+    workdir, redis_server = start_page_bench("retention", f"{args.old:,} old messages, {args.clients} pages")
     database = FreshDatabase(args.database_url)
     processes = []
     writer = None

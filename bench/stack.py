@@ -13,13 +13,16 @@ Not a test helper and not run in CI.
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import contextlib
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from config import normalise_database_url  # noqa: E402
 from helpers import services  # noqa: E402
 from helpers.services import (  # noqa: E402, F401
+    create_topic_and_subscription,
     free_port,
     stop_process,
     wait_for_port,
@@ -97,6 +101,22 @@ class PubSubEmulator(services.PubSubEmulator):
         on_exit(self.stop)
         return super().start(timeout)
 
+
+@contextlib.contextmanager
+def emulator_and_redis(workdir_prefix: str):
+    """A fresh work folder, the emulator (its log in that folder, PUBSUB_EMULATOR_HOST set for this
+    process) and Redis, as (workdir, emulator, redis); Redis and then the emulator are stopped at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix))
+    emulator = PubSubEmulator(log_path=str(workdir / "emulator.log")).start()
+    redis = RedisServer().start()
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    try:
+        yield workdir, emulator, redis
+    finally:
+        redis.stop()
+        emulator.stop()
+
+
 DEFAULT_SERVER = "postgresql://pubsub:pubsub@localhost:5432/postgres"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
@@ -155,6 +175,23 @@ def start_web(env: dict[str, str], log_path: Path,
     process = start_procfile_process("web", dict(env, PORT=str(port)), log_path, extra)
     wait_for_port(port, 60, process)
     return process, f"http://127.0.0.1:{port}"
+
+
+def page_bench_parser(description: str, warmup_help: str) -> argparse.ArgumentParser:
+    """The options of the benches whose simulated pages poll gunicorn (bench/web.py, bench/retention.py):
+    --clients, --warmup and --database-url. The bench adds its own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--warmup", type=float, default=10, help=warmup_help)
+    parser.add_argument("--database-url", help="PostgreSQL server URL; the bench creates its fresh database(s) on it")
+    return parser
+
+
+def start_page_bench(name: str, headline: str) -> tuple[Path, RedisServer]:
+    """A fresh folder for bench/<name>.py's logs, announced with the headline and the load average, and Redis."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"pubsub-bench-{name}-"))
+    print(f"bench/{name}.py: {headline}; logs in {workdir}; load {load_average()}", flush=True)
+    return workdir, RedisServer().start()
 
 
 def sign_in(base_url: str, username: str, password: str) -> tuple[requests.Session, str]:

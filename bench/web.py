@@ -25,7 +25,6 @@ and ratio <= 1.5). Not run in CI.
 
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import json
@@ -33,7 +32,6 @@ import os
 import random
 import re
 import statistics
-import tempfile
 import threading
 import time
 import uuid
@@ -45,11 +43,12 @@ import sqlalchemy as sa
 from stack import (
     CpuMeter,
     FreshDatabase,
-    RedisServer,
     app_env,
     children,
     load_average,
+    page_bench_parser,
     sign_in,
+    start_page_bench,
     start_web,
     stop,
 )
@@ -341,21 +340,16 @@ def run_phase(label: str, base_url: str, names: list[str], cookies: dict, client
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = page_bench_parser(
+        __doc__, warmup_help="seconds at the start of each phase (page loads) not counted for polls and scrolls")
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--small-items", type=int, default=1_000)
-    parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=40, help="length of each measured phase")
-    parser.add_argument("--warmup", type=float, default=10,
-                        help="seconds at the start of each phase (page loads) not counted for polls and scrolls")
     parser.add_argument("--rounds", type=int, default=5, help="alternations small/large (medians are over these)")
-    parser.add_argument("--database-url", help="PostgreSQL server URL; fresh databases are created on it")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="pubsub-bench-web-"))
-    print(f"bench/web.py: {args.clients} clients, {args.rounds} rounds of {args.seconds:.0f} s per dataset; "
-          f"logs in {workdir}; load {load_average()}", flush=True)
-    redis = RedisServer().start()
+    workdir, redis = start_page_bench(
+        "web", f"{args.clients} clients, {args.rounds} rounds of {args.seconds:.0f} s per dataset")
     databases, processes, stacks = [], [], {}
     try:
         for label, items in (("small", args.small_items), ("large", args.items)):

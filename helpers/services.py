@@ -248,3 +248,21 @@ def ensure_topic_and_subscription(project: str, topic: str, subscription: str) -
     finally:
         subscriber.close()
     return topic_path, subscription_path
+
+
+def create_topic_and_subscription(project: str, topic: str, subscription: str,
+                                  ack_deadline_seconds: int) -> tuple[str, str]:
+    """Create a fresh topic and a pull subscription on it (on the emulator); their full paths.
+
+    Shared by the tests and the benches; unlike ensure_topic_and_subscription, a name in use is an error.
+    """
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path(project, topic)
+    subscription_path = subscriber.subscription_path(project, subscription)
+    publisher.create_topic(name=topic_path)
+    subscriber.create_subscription(name=subscription_path, topic=topic_path, ack_deadline_seconds=ack_deadline_seconds)
+    subscriber.close()
+    return topic_path, subscription_path

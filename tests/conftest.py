@@ -32,6 +32,7 @@ from helpers.services import (  # noqa: F401 (tests import wait_until and holds_
     PubSubEmulator,
     RedisServer,
     ServiceError,
+    create_topic_and_subscription,
     holds_for,
     stop_process,
     wait_until,
@@ -256,16 +257,9 @@ def auth(client):
 
 def make_pubsub_names() -> dict[str, str]:
     """A fresh topic and a subscription to it on the emulator (the emulator must be running)."""
-    from google.cloud import pubsub_v1
-
     suffix = uuid.uuid4().hex[:10]
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic_path = publisher.topic_path(TEST_PROJECT, f"topic-{suffix}")
-    subscription_path = subscriber.subscription_path(TEST_PROJECT, f"sub-{suffix}")
-    publisher.create_topic(name=topic_path)
-    subscriber.create_subscription(name=subscription_path, topic=topic_path, ack_deadline_seconds=30)
-    subscriber.close()
+    topic_path, subscription_path = create_topic_and_subscription(TEST_PROJECT, f"topic-{suffix}", f"sub-{suffix}",
+                                                                  ack_deadline_seconds=30)
     return {"topic": f"topic-{suffix}", "subscription": f"sub-{suffix}",
             "topic_path": topic_path, "subscription_path": subscription_path}
 

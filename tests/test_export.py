@@ -16,9 +16,9 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from google.cloud import pubsub_v1
 
 from app.extensions import db
+from helpers.services import create_topic_and_subscription
 from tests.bulk import insert_rows, item_row
 from tests.conftest import ARTIFACTS, TEST_PASSWORD, TEST_PROJECT, create_user
 from tests.test_admin import pull_all
@@ -182,13 +182,8 @@ def test_jsonl_export_of_20000_messages_replays_byte_identically(app, client, au
 
     # A fresh topic and subscription, then `flask replay` as an operator would run it.
     suffix = uuid.uuid4().hex[:10]
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path(TEST_PROJECT, f"replay-{suffix}")
-    subscription = subscriber.subscription_path(TEST_PROJECT, f"replay-{suffix}")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
-    subscriber.close()
+    _, subscription = create_topic_and_subscription(TEST_PROJECT, f"replay-{suffix}", f"replay-{suffix}",
+                                                    ack_deadline_seconds=60)
     started = time.monotonic()
     result = runner.invoke(args=["replay", str(export_file), "--topic", f"replay-{suffix}"])
     assert result.exit_code == 0, result.output

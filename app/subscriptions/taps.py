@@ -219,43 +219,40 @@ def describe_browse_error(error: BaseException, what: str, project: str) -> str:
     return f"Pub/Sub did not list the {what} of project {project} ({error.__class__.__name__}). Try again shortly."
 
 
-def _list_page(lister, request: dict[str, Any], key: str):
-    response = next(iter(lister(request=request, timeout=CALL_TIMEOUT_SECONDS).pages))
-    return list(getattr(response, key)), response.next_page_token
+def _list_page(config: Mapping[str, Any], what: str, make_client, lister, close, page_size: int,
+               page_token: str) -> tuple[list, str]:
+    """One page of the project's `what` (topics, subscriptions), and the next page's token; BrowseError.
+
+    `make_client(config)` makes the client, `lister(client)` is its list method and `close(client)`
+    closes it (publisher and subscriber clients close differently).
+    """
+    project = config["GCP_PROJECT_ID"]
+    try:
+        client = make_client(config)
+        try:
+            response = next(iter(lister(client)(
+                request={"project": f"projects/{project}", "page_size": page_size, "page_token": page_token},
+                timeout=CALL_TIMEOUT_SECONDS,
+            ).pages))
+            return list(getattr(response, what)), response.next_page_token
+        finally:
+            close(client)
+    except (SetupError, api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
+        raise BrowseError(describe_browse_error(error, what, project)) from None
 
 
 def list_topics(config: Mapping[str, Any], page_size: int, page_token: str = "") -> Page:
     """One page of the project's topics the credentials can list; BrowseError with the reason."""
-    project = config["GCP_PROJECT_ID"]
-    try:
-        client = make_publisher_client(config)
-        try:
-            topics, next_token = _list_page(
-                client.list_topics,
-                {"project": f"projects/{project}", "page_size": page_size, "page_token": page_token}, "topics",
-            )
-        finally:
-            client.transport.close()
-    except (SetupError, api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
-        raise BrowseError(describe_browse_error(error, "topics", project)) from None
+    topics, next_token = _list_page(config, "topics", make_publisher_client, lambda client: client.list_topics,
+                                    lambda client: client.transport.close(), page_size, page_token)
     return Page([{"name": topic.name, "labels": dict(topic.labels)} for topic in topics], next_token)
 
 
 def list_subscriptions(config: Mapping[str, Any], page_size: int, page_token: str = "") -> Page:
     """One page of the project's subscriptions the credentials can list, with their settings."""
-    project = config["GCP_PROJECT_ID"]
-    try:
-        client = make_subscriber_client(config)
-        try:
-            subscriptions, next_token = _list_page(
-                client.list_subscriptions,
-                {"project": f"projects/{project}", "page_size": page_size, "page_token": page_token},
-                "subscriptions",
-            )
-        finally:
-            client.close()
-    except (SetupError, api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
-        raise BrowseError(describe_browse_error(error, "subscriptions", project)) from None
+    subscriptions, next_token = _list_page(config, "subscriptions", make_subscriber_client,
+                                           lambda client: client.list_subscriptions, lambda client: client.close(),
+                                           page_size, page_token)
     return Page([subscription_details(subscription) for subscription in subscriptions], next_token)
 
 
