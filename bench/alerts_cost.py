@@ -60,19 +60,6 @@ def with_rules(conditions: list[str]):
     return original
 
 
-def retire_bench_user(database_url: str, suffix: str) -> None:
-    """ingest.app_mode names its user after the mode; rename the last one so the next run can make its own."""
-    import sqlalchemy as sa
-
-    from config import normalise_database_url
-
-    engine = sa.create_engine(normalise_database_url(database_url))
-    with engine.begin() as connection:
-        connection.execute(sa.text("UPDATE \"user\" SET username = username || :suffix, email = email || :suffix "
-                                   "WHERE username = 'bench-batch'"), {"suffix": f"-{suffix}"})
-    engine.dispose()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20_000, help="messages per run (default 20,000)")
@@ -102,17 +89,18 @@ def main(argv: list[str] | None = None) -> int:
                                            topic=topic_path, ack_deadline_seconds=60)
             print(f"database: {args.database}; {args.count:,} messages of about {args.size:,} bytes per run; "
                   f"logs in {workdir}", flush=True)
-            ingest.publish(emulator.host, "alerts-bench-topic", args.count, args.size)
+            messages = ingest.padded_corpus(args.count, ingest.PROJECT, args.size)
+            ingest.publish(emulator.host, "alerts-bench-topic", messages)
             rates: dict[int, list[float]] = {0: [], len(RULES): []}
             for round_number, rules in runs:
                 original = with_rules(RULES) if rules else None
                 try:
-                    seconds, _ = ingest.app_mode("batch", database_url, redis, emulator.host,
-                                                 f"ab-{round_number}-{rules}", args.count, workdir)
+                    # Each run has its own user (app_mode names it after its queue), so its rules are its own.
+                    seconds = ingest.app_mode("batch", database_url, redis, emulator, f"ab-{round_number}-{rules}",
+                                              args.count, workdir)["seconds"]
                 finally:
                     if original is not None:
                         polling.launch = original
-                retire_bench_user(database_url, f"{round_number}-{rules}")
                 rates[rules].append(args.count / seconds)
                 print(f"round {round_number + 1}, {rules:2d} rules: {seconds:6.2f} s  "
                       f"{args.count / seconds:9,.0f} msg/s", flush=True)
