@@ -23,7 +23,9 @@ ratios c/a, d/b and d/c, the work horse's peak memory (VmHWM), and the CPU per m
 over the drain of the work horse, this database's PostgreSQL backends and the emulator
 (/proc/<pid>/stat), with the work horse's own split into pull, convert, write and ack (the
 job's time.thread_time counters, which it logs as it ends: app.pubsub.sources.CpuCounters).
-With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
+To show whether the cores were the limit, it also prints how busy the whole machine was over the
+drain and, per process, the time its threads were ready to run but waited for a core
+(/proc/<pid>/schedstat). With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
 
     .venv/bin/python bench/ingest.py --scale-out --database postgresql --repeat 3
 
@@ -215,7 +217,11 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubE
         match = wait_until(lambda: BREAKDOWN.search(log_path.read_text(errors="replace")), 60,
                            message=f"the {mode} job's CPU line in {log_path}")
         split = json.loads(match.group(1))
-        cpu = {name: (end[name] - start[name]) * 1e6 / count for name in ("horse", "postgres", "emulator")}
+        cpu = {name: (end[name] - start[name]) * 1e6 / count
+               for name in ("horse", "postgres", "emulator", "horse_wait", "postgres_wait", "emulator_wait")}
+        # Whether the cores were the limit: the machine's busy share over the drain (all cores).
+        cpu["machine_busy"] = (end["machine_busy"] - start["machine_busy"]) / max(
+            1e-9, end["machine_total"] - start["machine_total"])
         return {"seconds": finished - polling_since, "peak_kb": peak, "cpu": cpu, "split": split,
                 "split_messages": int(match.group(2))}
     finally:
@@ -487,12 +493,16 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         print(f"        CPU µs/message: work horse {cpu['horse']:.0f} (of which pull {split['pull']:.0f}, convert "
               f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}), PostgreSQL "
               f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}", flush=True)
+        print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
+              f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
+              f"emulator {cpu['emulator_wait']:.0f}", flush=True)
     for key in ("ca", "db", "dc"):
         result[key] = result[key[0]] / result[key[1]]
     return result
 
 
 STEPS = ("horse", "pull", "convert", "write", "ack", "postgres", "emulator")
+WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait")
 
 
 def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: str, workdir: Path) -> None:
@@ -536,6 +546,10 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
         for key, mode in (("c", "app streaming"), ("d", "app batch")):
             cpu = {step: statistics.median(result[f"{key}_cpu"][step] for result in results[name]) for step in STEPS}
             print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{step} {cpu[step]:.0f}" for step in STEPS))
+            waits = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name]) for part in WAITS}
+            print(f"          {'':14s} machine busy {waits['machine_busy']:.0%}; waiting for a core µs/message: "
+                  f"horse {waits['horse_wait']:.0f}, postgres {waits['postgres_wait']:.0f}, "
+                  f"emulator {waits['emulator_wait']:.0f}")
     if "real" in results and "padded" in results:
         # Per round, so that both figures of a ratio come from the same stretch of the machine's load.
         for key in "cd":
