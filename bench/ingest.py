@@ -311,7 +311,8 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
     from config import Config
 
     name = f"scale-{mode}-{workers}-{uuid.uuid4().hex[:6]}"
-    fresh_subscription(client, publisher, name)
+    # Messages are stored under the subscription's full path (app.polling.canonical).
+    _, path = fresh_subscription(client, publisher, name)
     publish(emulator.host, name, padded_corpus(count, PROJECT, size))
     queue = f"bench-{name}"
     settings = {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis.url, "RQ_QUEUE": queue,
@@ -341,7 +342,7 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
         def stored() -> int:
             with engine.connect() as connection:
                 return connection.execute(sa.text("SELECT count(*) FROM user_item WHERE subscription = :s"),
-                                          {"s": name}).scalar()
+                                          {"s": path}).scalar()
 
         with app.app_context():
             user = User(username=name, email=f"{name}@example.com")
@@ -371,7 +372,7 @@ def scale_out_run(mode: str, workers: int, count: int, size: int, database_url: 
         with engine.connect() as connection:
             rows, distinct = connection.execute(sa.text(
                 "SELECT count(*), count(DISTINCT message_id) FROM user_item WHERE subscription = :s"),
-                {"s": name}).one()
+                {"s": path}).one()
             task_count = connection.execute(sa.text("SELECT stored_count FROM task WHERE id = :id"),
                                             {"id": task_id}).scalar()
         with app.app_context():
