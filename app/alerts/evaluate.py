@@ -6,8 +6,9 @@ that stores them: the Alert rows commit with the messages, or neither does, so n
 between the two. Delivery jobs are enqueued once that transaction has committed.
 
 Cost: the user's enabled rules are read once per batch (one indexed query) and each condition is
-parsed once per process (app.alerts.rules.compiled). With no rule, the writer does exactly what
-it did before alerts existed.
+parsed once per process (app.alerts.rules.compiled). With no rule, or when no rule matches any
+message of the batch (matching, the common case), the writer does exactly what it did before
+alerts existed; for a batch that holds matches it also reads back the ids of those rows.
 """
 
 from __future__ import annotations
@@ -130,28 +131,40 @@ class RuleEvaluator:
                 found.extend(by_value.get(value, ()))
         return found + self.unindexed if self.unindexed else found
 
+    def _fired(self, row: dict[str, Any]):
+        """The ids of the rules the row matches."""
+        try:
+            attributes = json.loads(row.get("attributes_json") or "{}")
+        except ValueError:
+            attributes = {}
+        if not isinstance(attributes, dict):
+            attributes = {}
+        data = None
+        if self.uses_data:
+            data = row.get("data_text")
+            if data is None:
+                data = row.get("data_bytes")
+        for rule_id, _, rule_filter, prefilter in self._candidates(attributes):
+            if prefilter.rejects(attributes, data):
+                continue
+            if rule_filter.matches(attributes, data if rule_filter.uses_data else None):
+                yield rule_id
+
+    def matching(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows some rule matches. Only those can fire, so the writer needs the ids of those alone,
+        and of none when the list is empty (the common case)."""
+        if not self.rules:
+            return []
+        return [row for row in rows if next(self._fired(row), None) is not None]
+
     def stored(self, connection: sa.Connection, new_rows: Sequence[tuple[int, dict[str, Any]]]) -> None:
         """Fire the rules that the new rows match: Alert rows (and one notification per rule) in the transaction."""
         if not self.rules or not new_rows:
             return
         firings: dict[int, list[int]] = {}
         for item_id, row in new_rows:
-            try:
-                attributes = json.loads(row.get("attributes_json") or "{}")
-            except ValueError:
-                attributes = {}
-            if not isinstance(attributes, dict):
-                attributes = {}
-            data = None
-            if self.uses_data:
-                data = row.get("data_text")
-                if data is None:
-                    data = row.get("data_bytes")
-            for rule_id, _, rule_filter, prefilter in self._candidates(attributes):
-                if prefilter.rejects(attributes, data):
-                    continue
-                if rule_filter.matches(attributes, data if rule_filter.uses_data else None):
-                    firings.setdefault(rule_id, []).append(item_id)
+            for rule_id in self._fired(row):
+                firings.setdefault(rule_id, []).append(item_id)
         if not firings:
             return
         now = datetime.now(UTC)

@@ -151,8 +151,10 @@ class BatchWriter:
     Quarantined rows (rare) take a plain INSERT ... ON CONFLICT DO NOTHING on both.
 
     With an `evaluator` (app.alerts.evaluate), the rows each batch really inserted are handed to
-    it inside the batch's transaction, when the user has alert rules: the INSERT then returns
-    their ids (RETURNING), and a redelivery, which inserts nothing, fires nothing.
+    it inside the batch's transaction, when one of the user's alert rules matches a message of the
+    batch, so a redelivery, which inserts nothing, fires nothing. Their ids come from the INSERT's
+    RETURNING, or, when the batch was COPYed straight in (all of it new), are read back by key for
+    the matched rows alone. A batch no rule matches can fire nothing, and needs no ids.
     """
 
     def __init__(self, engine: sa.Engine, user_id: int, task_id: str | None = None,
@@ -217,14 +219,14 @@ class BatchWriter:
                     # Before any insert: the lock also orders quarantined rows' ids (and serialises
                     # the user's alert rate counts). The rules are read first: they decide the INSERT.
                     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
-                    watching = evaluator is not None and evaluator.load(connection)
+                    # Only the rows some rule matches can fire, so only their ids are needed back.
+                    watched = None
+                    if evaluator is not None and evaluator.load(connection):
+                        watched = evaluator.matching(rows)
+                        watching = bool(watched) or bool(held)
                     if rows:
-                        written, created_stage = self._write_postgresql(connection, rows, returning=watching)
-                        if watching:
-                            new_ids = written
-                            inserted = len(new_ids)
-                        else:
-                            inserted = written
+                        inserted, new_ids, created_stage = self._write_postgresql(
+                            connection, rows, watched if watching else None)
                         if created_stage:
                             connection_info = connection.connection.info
                 elif rows:
@@ -271,9 +273,10 @@ class BatchWriter:
         return new_rows
 
     def _write_postgresql(self, connection: sa.Connection, rows: Sequence[dict[str, Any]],
-                          returning: bool) -> tuple[list | int, bool]:
-        """With `returning`, the inserted rows' (id, message_id); else how many were inserted. And
-        whether the stage table was created in this transaction."""
+                          wanted: Sequence[dict[str, Any]] | None) -> tuple[int, list, bool]:
+        """How many rows were inserted; with `wanted` (the rows some alert rule matches), the
+        (id, message_id) of inserted rows that include every wanted one that was inserted; and whether
+        the stage table was created in this transaction."""
         # The caller holds the user's advisory lock, which serialises a user's batches so their item
         # ids commit in id order: the page's `after=<id>` cursor must never miss a lower id that commits late.
         # Encoded once, and handed over in large reads: psycopg2 would otherwise read and encode
@@ -283,21 +286,37 @@ class BatchWriter:
         # A redelivered one fails the unique key (IntegrityError); then the batch goes through the
         # stage table and ON CONFLICT DO NOTHING. The direct path saves PostgreSQL a quarter of its
         # CPU per row (1,000-row batches of 1 KB messages: 30 against 40 µs of backend CPU a row).
-        # (Not when the ids are wanted back, for alert rules: COPY returns none.)
-        if not returning:
-            try:
-                with connection.begin_nested():
-                    self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
-                return len(rows), False
-            except sa.exc.IntegrityError:
-                pass
+        try:
+            with connection.begin_nested():
+                self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
+        except sa.exc.IntegrityError:
+            pass
+        else:
+            # Every row was new, the wanted ones too; COPY returns no ids, so theirs are read back.
+            return len(rows), self._ids_of(connection, wanted) if wanted else [], False
         created = not connection.connection.info.get(STAGE_TABLE)
         if created:
             connection.execute(self.create_stage)
         self._copy(connection, f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", data)
-        if returning:
-            return connection.execute(self.insert_returning).all(), created
-        return connection.execute(self.insert).rowcount, created
+        if wanted is not None:
+            # What the INSERT really inserted: a redelivery returns nothing, so it fires nothing.
+            new_ids = connection.execute(self.insert_returning).all()
+            return len(new_ids), new_ids, created
+        return connection.execute(self.insert).rowcount, [], created
+
+    def _ids_of(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> list:
+        """(id, message_id) of these rows, inserted in this transaction, found by their DEDUP_KEY."""
+        table = UserItem.__table__
+        keys = {(row["subscription"], row["message_id"], row["publish_time"]) for row in rows}
+        found = connection.execute(
+            sa.select(table.c.id, table.c.subscription, table.c.message_id, table.c.publish_time)
+            .where(table.c.user_id == self.user_id,
+                   table.c.subscription.in_({row["subscription"] for row in rows}),
+                   table.c.message_id.in_({row["message_id"] for row in rows}))
+            .order_by(table.c.id)
+        ).all()
+        return [(item_id, message_id) for item_id, subscription, message_id, publish_time in found
+                if (subscription, message_id, publish_time) in keys]
 
     def _insert_sqlite(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> list:
         """INSERT ... ON CONFLICT DO NOTHING RETURNING id, message_id: the statement SQLAlchemy's insert
