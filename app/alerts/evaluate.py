@@ -133,10 +133,12 @@ class RuleEvaluator:
 
     def _fired(self, row: dict[str, Any]):
         """The ids of the rules the row matches."""
-        try:
-            attributes = json.loads(row.get("attributes_json") or "{}")
-        except ValueError:
-            attributes = {}
+        attributes = row.get("attributes")  # set by app.pubsub.messages.build_row
+        if attributes is None:
+            try:
+                attributes = json.loads(row.get("attributes_json") or "{}")
+            except ValueError:
+                attributes = {}
         if not isinstance(attributes, dict):
             attributes = {}
         data = None

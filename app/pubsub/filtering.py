@@ -69,7 +69,8 @@ class LocalFilter:
         """The rows the filter matches; the others are counted (their messages are acked with the batch)."""
         if self.filter is None:
             return rows
-        kept = [row for row in rows if self.filter.matches(json.loads(row["attributes_json"]))]
+        kept = [row for row in rows
+                if self.filter.matches(row.get("attributes") or json.loads(row["attributes_json"]))]
         self.filtered_count += len(rows) - len(kept)
         return kept
 

@@ -105,7 +105,7 @@ def quarantined(row: dict[str, Any], reason: str, *, bare: bool = False) -> dict
     }
     if bare:
         data = row["data_bytes"] if row["data_bytes"] is not None else (row["data_text"] or "").encode("utf-8")
-        form.update(data_text=None, data_bytes=data, is_json=False, attributes_json="{}")
+        form.update(data_text=None, data_bytes=data, is_json=False, attributes_json="{}", attributes={})
     return form
 
 
@@ -142,6 +142,7 @@ def build_row(
     received_at: datetime,
 ) -> dict[str, Any]:
     data_text, data_bytes, is_json = split_payload(bytes(data))
+    attributes = dict(attributes)
     row = {
         "user_id": user_id,
         "subscription": subscription,
@@ -152,6 +153,9 @@ def build_row(
         "data_bytes": data_bytes,
         "is_json": is_json,
         "attributes_json": attributes_json(attributes),
+        # Not a column: the same attributes as a dict, for the alert rules and a local filter, which
+        # would otherwise parse attributes_json back for every message. Inserts ignore the key.
+        "attributes": attributes,
         "ordering_key": ordering_key or None,
         "delivery_attempt": delivery_attempt or None,
         "size": size,
