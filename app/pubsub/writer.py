@@ -125,6 +125,11 @@ def sqlite_values(rows: Sequence[dict[str, Any]]) -> list:
     return values
 
 
+def _id_sequence():
+    """The PostgreSQL sequence behind user_item.id, as an SQL expression."""
+    return sa.func.pg_get_serial_sequence(UserItem.__table__.name, "id")
+
+
 # SQLite takes at most 32,766 bound values in a statement: 2,000 rows of 12 columns stay well under it.
 SQLITE_ROWS_PER_INSERT = 2000
 
@@ -153,8 +158,8 @@ class BatchWriter:
     With an `evaluator` (app.alerts.evaluate), the rows each batch really inserted are handed to
     it inside the batch's transaction, when one of the user's alert rules matches a message of the
     batch, so a redelivery, which inserts nothing, fires nothing. Their ids come from the INSERT's
-    RETURNING, or, when the batch was COPYed straight in (all of it new), are read back by key for
-    the matched rows alone. A batch no rule matches can fire nothing, and needs no ids.
+    RETURNING, or, when the batch was COPYed straight in (all of it new), are read back for the
+    matched rows alone (_ids_of). A batch no rule matches can fire nothing, and needs no ids.
     """
 
     def __init__(self, engine: sa.Engine, user_id: int, task_id: str | None = None,
@@ -287,8 +292,7 @@ class BatchWriter:
         # stage table and ON CONFLICT DO NOTHING. The direct path saves PostgreSQL a quarter of its
         # CPU per row (1,000-row batches of 1 KB messages: 30 against 40 µs of backend CPU a row).
         # COPY returns no ids: when some are wanted, note where the id sequence stands, to read them back.
-        after = connection.scalar(sa.select(sa.func.nextval(
-            sa.func.pg_get_serial_sequence(UserItem.__table__.name, "id")))) if wanted else None
+        after = connection.scalar(sa.select(sa.func.nextval(_id_sequence()))) if wanted else None
         try:
             with connection.begin_nested():
                 self._copy(connection, f"COPY {UserItem.__table__.name} ({', '.join(COLUMNS)}) FROM STDIN", data)
@@ -314,7 +318,7 @@ class BatchWriter:
         only grow); the user's advisory lock keeps any other writer of theirs out of that range. So one
         range scan on (user_id, id) finds them, whatever the planner knows of the table."""
         table = UserItem.__table__
-        last = connection.scalar(sa.select(sa.func.currval(sa.func.pg_get_serial_sequence(table.name, "id"))))
+        last = connection.scalar(sa.select(sa.func.currval(_id_sequence())))
         keys = {(row["subscription"], row["message_id"], row["publish_time"]) for row in rows}
         found = connection.execute(
             sa.select(table.c.id, table.c.subscription, table.c.message_id, table.c.publish_time)
