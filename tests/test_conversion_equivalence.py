@@ -91,3 +91,20 @@ def test_batch_copy_data_is_each_rows_copy_line(rows, data):
         if data.draw(st.booleans()):
             row["received_at"] = shared_time + timedelta(0) if data.draw(st.booleans()) else shared_time
     assert writer.copy_data(rows) == "".join(writer.copy_line(row) for row in rows).encode()
+
+
+@settings(max_examples=200)
+@given(st.lists(ROWS, max_size=12), st.integers(1, 5), st.integers(-1, 400), st.integers(0, 3))
+def test_a_streamed_batch_reads_as_its_copy_data_however_it_is_read(rows, rows_per_chunk, size, rewinds):
+    # The writer hands PostgreSQL a CopyStream, formatted a chunk at a time as psycopg2 reads it, and
+    # rewinds it to COPY the batch a second time (into the stage table) when the first COPY fails.
+    stream = writer.CopyStream(rows, rows_per_chunk=rows_per_chunk)
+    read_size = size if size != 0 else -1
+    for _ in range(rewinds + 1):
+        pieces = []
+        while piece := stream.read(read_size):
+            assert read_size < 0 or len(piece) <= read_size
+            pieces.append(piece)
+        assert b"".join(pieces) == writer.copy_data(rows)
+        assert stream.read(read_size) == b""  # and stays at its end
+        stream.rewind()

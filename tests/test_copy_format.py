@@ -122,3 +122,20 @@ def test_postgresql_redelivered_rows_are_stored_once_after_a_direct_copy(app, re
         stored = db.session.scalars(sa.select(UserItem.data_text).where(UserItem.user_id == user_id)
                                     .order_by(UserItem.id)).all()
         assert stored == ["first 0", "first 1", "first 2", "second 0", "second 1", "twice"]
+
+
+def test_postgresql_a_redelivery_met_chunks_into_a_copy_stores_the_whole_batch_once(app, require_postgres):
+    """The COPY is streamed a chunk at a time (writer.CopyStream); a redelivery that fails it several chunks
+    in sends the batch again, whole, to the stage table: every new row once, the redelivered one not again."""
+    with app.app_context():
+        user_id = create_user(app, "copy-late-redelivery")
+        writer_ = BatchWriter(db.engine, user_id)
+        count = 3 * writer.COPY_ROWS_PER_CHUNK + 50
+        rows = [_row(user_id, index, f"row {index}\twith\\escapes") for index in range(count)]
+        late = count - 20  # in the last chunk
+        assert writer_.write(rows[late : late + 1]) == 1
+        assert writer_.write(rows) == count - 1
+        stored = db.session.scalars(sa.select(UserItem.data_text).where(UserItem.user_id == user_id)
+                                    .order_by(UserItem.id)).all()
+        assert sorted(stored) == sorted(row["data_text"] for row in rows)
+        assert len(stored) == count

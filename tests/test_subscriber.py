@@ -384,6 +384,60 @@ def test_a_stop_in_the_middle_of_a_backlog_gives_back_what_it_pulled_and_loses_n
     assert sorted(stored) == sorted(published), "a message was lost or stored twice"
 
 
+def _drain(source: PullSource, count: int) -> list:
+    """Receive and ack `count` messages; the batches received."""
+    batches = []
+    while sum(len(batch.rows) for batch in batches) < count:
+        batch = source.receive(5)
+        assert batch is not None, "the pulled messages stopped coming"
+        source.ack(batch)
+        batches.append(batch)
+    return batches
+
+
+def test_batch_mode_stops_pulling_at_its_byte_budget_though_far_fewer_messages_wait(emulator, pubsub_names):
+    # 300 messages of about 20 kB: well under the 4,000 messages that may wait, but over the byte budget.
+    published = publish_samples(pubsub_names, cloud_build_samples(300, size=20_000))
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    source = PullSource(client, pubsub_names["subscription_path"], user_id=1, subscription=pubsub_names["subscription"],
+                        pulls_in_flight=1, prefetch_bytes=1)
+    source.open()
+    try:
+        wait_until(lambda: source._buffered > 0, 20, message="a first pull")
+        time.sleep(2)  # time for many more pulls, had the budget not stopped them
+        # The first response (the emulator returns at most 100 messages) went over the budget: nothing more was pulled.
+        assert 0 < source._buffered <= 100
+        assert source._buffered_bytes >= source._buffered * 20_000
+        batches = _drain(source, 300)
+    finally:
+        source.close()
+        client.close()
+    assert sorted(row["message_id"] for batch in batches for row in batch.rows) == sorted(published)
+
+
+@pytest.mark.parametrize("write_bytes", [1, 64 * 1024 * 1024])
+def test_batch_mode_merges_pulls_into_one_write_only_within_its_byte_limit(emulator, pubsub_names, write_bytes):
+    published = publish_samples(pubsub_names, cloud_build_samples(300, size=20_000))
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    source = PullSource(client, pubsub_names["subscription_path"], user_id=1, subscription=pubsub_names["subscription"],
+                        write_bytes=write_bytes)
+    source.open()
+    try:
+        wait_until(lambda: source._buffered == 300, 20, message="all 300 pulled")
+        batches = _drain(source, 300)
+    finally:
+        source.close()
+        client.close()
+    assert sorted(row["message_id"] for batch in batches for row in batch.rows) == sorted(published)
+    assert all(batch.size == sum(row["size"] for row in batch.rows) for batch in batches)
+    if write_bytes == 1:
+        # No two pulls' messages fit in one write: each write is one pull's (at most 100 on the emulator).
+        assert max(len(batch.rows) for batch in batches) <= 100
+    else:
+        # Unbounded by bytes, the 300 waiting messages go out in one write.
+        assert [len(batch.rows) for batch in batches] == [300]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_message_whose_ack_was_lost_is_stored_once(app, emulator, pubsub_names, mode):
     observed = Observed(app)

@@ -94,6 +94,7 @@ class Batch:
     rows: list[dict[str, Any]]
     handles: list[Any]  # ack ids (batch mode) or Message objects (streaming mode)
     received_at: float = field(default_factory=time.monotonic)
+    size: int = 0  # the messages' bytes (batch mode), for the memory budgets of PullSource
 
     @property
     def message_ids(self) -> list[str]:
@@ -115,6 +116,8 @@ class PullSource:
         max_messages: int = 1000,
         pull_timeout: float = 10.0,
         prefetch: int = 4,
+        prefetch_bytes: int = 64 * 1024 * 1024,
+        write_bytes: int = 16 * 1024 * 1024,
         pulls_in_flight: int = 3,
         extend_after: float = 5.0,
         extension_seconds: int = 60,
@@ -128,12 +131,17 @@ class PullSource:
         self.extend_after = extend_after
         self.extension_seconds = extension_seconds
         self.pulls_in_flight = max(1, pulls_in_flight)
-        # Memory is bounded by the batch size: pulls stop while `prefetch` full pulls' worth of messages
-        # wait, and then at most `pulls_in_flight` more are on their way; one write and two acks are in
+        # Memory is bounded by the batch size and in bytes: pulls stop while `prefetch` full pulls' worth
+        # of messages, or `prefetch_bytes` of them, wait, and then at most `pulls_in_flight` more are on
+        # their way; one write (of up to `max_messages` or about `write_bytes`) and two acks are in
         # flight. (A pull response is at most 1,000 messages and about 10 MB.)
         self.prefetch_messages = prefetch * max_messages
+        self.prefetch_bytes = prefetch_bytes
+        self.write_bytes = write_bytes
         self._ready: queue.Queue[Batch | SourceError] = queue.Queue()
         self._buffered = 0  # messages in _ready
+        self._buffered_bytes = 0  # and their bytes
+        self._carried: Batch | None = None  # taken from _ready, too large to join the last write
         self._buffered_lock = threading.Lock()
         self._taken = threading.Event()  # set when the writer takes a batch out of _ready
         self._pending_error: SourceError | None = None
@@ -174,11 +182,7 @@ class PullSource:
         self._stopping.set()
         if self._puller is not None:
             self._puller.join(timeout=timeout)
-        while True:
-            try:
-                item = self._ready.get_nowait()
-            except queue.Empty:
-                break
+        while (item := self._next(0)) is not None:
             self._taken_out(item)
             if isinstance(item, Batch):
                 self.nack(item)
@@ -191,7 +195,8 @@ class PullSource:
         """Nothing to check: pull errors arrive through receive()."""
 
     def receive(self, timeout: float) -> Batch | None:
-        """The pulled messages waiting, merged into one batch of up to `max_messages`.
+        """The pulled messages waiting, merged into one batch of up to `max_messages` (and, unless one
+        pull's batch alone is larger, `write_bytes`).
 
         A pull often returns far fewer than asked for; writing what several pulls
         returned in one transaction keeps the per-transaction cost off each message.
@@ -199,31 +204,43 @@ class PullSource:
         if self._pending_error is not None:
             error, self._pending_error = self._pending_error, None
             raise error
-        try:
-            item = self._ready.get(timeout=timeout) if timeout > 0 else self._ready.get_nowait()
-        except queue.Empty:
+        item = self._next(timeout)
+        if item is None:
             return None
         self._taken_out(item)
         if isinstance(item, SourceError):
             raise item
         batches = [item]
-        size = len(item.rows)
-        while size < self.max_messages:
-            try:
-                item = self._ready.get_nowait()
-            except queue.Empty:
+        count, size = len(item.rows), item.size
+        while count < self.max_messages:
+            item = self._next(0)
+            if item is None:
+                break
+            if isinstance(item, Batch) and size + item.size > self.write_bytes:
+                self._carried = item  # the first of the next write
                 break
             self._taken_out(item)
             if isinstance(item, SourceError):
                 self._pending_error = item
                 break
             batches.append(item)
-            size += len(item.rows)
+            count, size = count + len(item.rows), size + item.size
         return self._merge(batches) if len(batches) > 1 else batches[0]
+
+    def _next(self, timeout: float) -> Batch | SourceError | None:
+        """The batch carried over from the last receive(), else the next one pulled (None when none comes)."""
+        if self._carried is not None:
+            item, self._carried = self._carried, None
+            return item
+        try:
+            return self._ready.get(timeout=timeout) if timeout > 0 else self._ready.get_nowait()
+        except queue.Empty:
+            return None
 
     def _merge(self, batches: list[Batch]) -> Batch:
         merged = Batch(rows=[row for batch in batches for row in batch.rows],
-                       handles=[handle for batch in batches for handle in batch.handles])
+                       handles=[handle for batch in batches for handle in batch.handles],
+                       size=sum(batch.size for batch in batches))
         with self._held_lock:
             since = min(self._held.pop(id(batch), (batch, time.monotonic()))[1] for batch in batches)
             self._held[id(merged)] = (merged, since)
@@ -242,8 +259,8 @@ class PullSource:
         100 messages: several in flight keep the server busy while this thread converts what came
         back. After an empty or timed-out pull (nothing waiting) it drops back to one pull, so an idle
         subscription holds one long pull open. Pulls stop being made while `prefetch_messages`
-        pulled messages wait for the writer. Responses are handled as they arrive; a stop cancels
-        what is in flight and gives back what arrived too late to be handled.
+        pulled messages, or `prefetch_bytes` of them, wait for the writer. Responses are handled as
+        they arrive; a stop cancels what is in flight and gives back what arrived too late to be handled.
         """
         request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
         metadata = [routing_header.to_grpc_metadata((("subscription", self.subscription_path),))]
@@ -253,7 +270,8 @@ class PullSource:
         counted = time.thread_time()
         try:
             while not self._stopping.is_set():
-                while len(in_flight) < wanted and self._buffered < self.prefetch_messages:
+                while (len(in_flight) < wanted and self._buffered < self.prefetch_messages
+                       and self._buffered_bytes < self.prefetch_bytes):
                     in_flight.append(self._start_pull(request, metadata, arrived))
                 if not in_flight:
                     self._taken.wait(PULL_STOP_CHECK_SECONDS)  # the writer is behind: wait for room
@@ -281,14 +299,10 @@ class PullSource:
                     received_at = datetime.now(UTC)
                     converting = time.thread_time()
                     self.cpu.add("pull", converting - counted)
-                    batch = Batch(
-                        rows=[
-                            row_from_pulled(received, user_id=self.user_id, subscription=self.subscription,
-                                            received_at=received_at)
-                            for received in received_messages
-                        ],
-                        handles=[received.ack_id for received in received_messages],
-                    )
+                    rows = [row_from_pulled(received, user_id=self.user_id, subscription=self.subscription,
+                                            received_at=received_at) for received in received_messages]
+                    batch = Batch(rows=rows, handles=[received.ack_id for received in received_messages],
+                                  size=sum([row["size"] for row in rows]))
                     counted = time.thread_time()
                     self.cpu.add("convert", counted - converting)
                     self._hold(batch)
@@ -317,12 +331,14 @@ class PullSource:
         if isinstance(item, Batch):
             with self._buffered_lock:
                 self._buffered += len(item.rows)
+                self._buffered_bytes += item.size
         self._ready.put(item)
 
     def _taken_out(self, item: Batch | SourceError) -> None:
         if isinstance(item, Batch):
             with self._buffered_lock:
                 self._buffered -= len(item.rows)
+                self._buffered_bytes -= item.size
             self._taken.set()
 
     # -- leases --
