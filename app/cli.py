@@ -14,7 +14,7 @@ from app import retention
 from app.extensions import db
 from app.models import Subscription, User, UserItem, utcnow
 from app.names import canonical_subscription
-from app.users import UserRuleError, all_users, create_user, delete_user, reset_password, set_admin
+from app.users import UserRuleError, all_users, create_user, delete_user, reset_password, set_admin, taps_left_words
 from app.users import find_user as lookup_user
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -104,11 +104,13 @@ def users_delete(username, yes):
     if not yes:
         click.confirm(f"Delete user {username!r} and all their messages?", abort=True)
     try:
-        delete_user(user)
+        left = delete_user(user)
     except UserRuleError as error:
         raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"Deleted user {username!r}.")
+    if left:
+        click.echo(taps_left_words(left), err=True)
 
 
 @users.command("set-password")

@@ -5,12 +5,18 @@ Helpers add and change rows; the caller (a CLI command or a view) commits.
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import sqlalchemy as sa
+from flask import current_app
 
+from app import polling
 from app.extensions import db
-from app.models import Alert, AlertRule, Notification, Subscription, Task, User, UserItem
+from app.models import SUBSCRIPTION_TAP, Alert, AlertRule, Notification, Subscription, Task, User, UserItem
+from app.subscriptions import taps
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 8
 MAX_USERNAME_LENGTH = 64
@@ -77,16 +83,46 @@ def set_admin(user: User, is_admin: bool, acting: User | None = None) -> None:
     user.is_admin = is_admin
 
 
-def delete_user(user: User) -> None:
-    """Delete a user with their messages, tasks, notifications, subscriptions and alert rules; never the last admin."""
+def delete_user(user: User) -> list[str]:
+    """Delete a user with their messages, tasks, notifications, subscriptions and alert rules; never the last admin.
+
+    Their taps go from Pub/Sub first, each once its job has let go of it, as when they remove one
+    themselves. Returns the taps Pub/Sub did not delete (an outage, a missing permission): those
+    expire by themselves after TAP_EXPIRATION_DAYS without a pull, as every tap does.
+    """
     if user.is_admin and admin_count() <= 1:
         raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
+    config = current_app.config
+    left = []
+    for name in tap_names(user):
+        polling.stop_for_removal(user.id, name, config["TAP_STOP_WAIT_SECONDS"])
+        try:
+            taps.delete_tap(config, name)
+        except taps.TapError as error:
+            log.warning("Deleting user %s: tap %s stays until it expires: %s", user.username, name, error.message)
+            left.append(name)
     rules = sa.select(AlertRule.id).where(AlertRule.user_id == user.id)
     db.session.execute(sa.delete(Alert).where(Alert.rule_id.in_(rules)))
     for model in (UserItem, Notification, Task, Subscription, AlertRule):
         db.session.execute(sa.delete(model).where(model.user_id == user.id))
     # The rows that point at the user are gone; delete the row itself without loading relationships.
     db.session.execute(sa.delete(User).where(User.id == user.id))
+    return left
+
+
+def taps_left_words(left: list[str]) -> str:
+    """What to tell whoever deleted a user about taps Pub/Sub did not delete ('' when there are none)."""
+    if not left:
+        return ""
+    days = current_app.config.get("TAP_EXPIRATION_DAYS")
+    return (f"Pub/Sub did not delete {len(left)} of their taps ({', '.join(left)}); "
+            f"each expires by itself after {days} days without a pull.")
+
+
+def tap_names(user: User) -> list[str]:
+    """The Pub/Sub subscriptions the app created for this user (taps), oldest first."""
+    return list(db.session.scalars(sa.select(Subscription.name).where(
+        Subscription.user_id == user.id, Subscription.kind == SUBSCRIPTION_TAP).order_by(Subscription.id)))
 
 
 def stored_message_count(user: User) -> int:

@@ -329,3 +329,51 @@ def test_a_tap_with_a_filter_stores_only_matching_messages(app, pubsub_names, wo
     wait_until(lambda: filtered_count() == 3 and len(stored()) == 3, 60, message="3 stored and 3 filtered out")
     assert sorted(int(attributes["n"]) for attributes in stored()) == [1, 3, 5]
     assert {attributes["status"] for attributes in stored()} == {"FAILURE"}
+
+
+def admin_client(app):
+    create_user(app, "root", is_admin=True)
+    client = sign_in_client(app, "root")
+    return client, AuthActions(client).csrf_token("/admin/users")
+
+
+def test_deleting_a_user_deletes_their_taps_from_pubsub_and_no_one_elses(app, pubsub_names):
+    admin, token = admin_client(app)
+    alice, bob = create_user(app, "alice"), create_user(app, "bob")
+    alice_client = sign_in_client(app, "alice")
+    assert watch(alice_client, pubsub_names["topic"]).status_code == 302
+    assert watch(alice_client, pubsub_names["topic"], 'attributes.status = "FAILURE"').status_code == 302
+    assert watch(sign_in_client(app, "bob"), pubsub_names["topic"]).status_code == 302
+    alice_taps = [row.name for row in rows_of(app, alice)]
+    [bob_tap] = rows_of(app, bob)
+    assert len(alice_taps) == 2
+    confirm = " ".join(admin.get(f"/admin/users/{alice}/delete").get_data(as_text=True).split())
+    assert "and deletes from Pub/Sub the 2 taps made for them" in confirm
+
+    page = admin.post(f"/admin/users/{alice}/delete", data={"csrf_token": token}, follow_redirects=True)
+    text = page.get_data(as_text=True)
+    assert "Deleted user alice." in text and "did not delete" not in text
+    for name in alice_taps:
+        with pytest.raises(api_exceptions.NotFound):
+            get_subscription(name)
+    assert rows_of(app, alice) == []
+    assert get_subscription(bob_tap.name).name == bob_tap.name
+    assert topic_subscriptions(pubsub_names["topic_path"]) >= {bob_tap.name}
+
+
+def test_a_tap_pubsub_does_not_delete_is_named_and_left_to_expire_and_the_user_still_goes(
+        app, emulator, pubsub_names, runner, monkeypatch):
+    create_user(app, "root", is_admin=True)
+    alice = create_user(app, "alice")
+    assert watch(sign_in_client(app, "alice"), pubsub_names["topic"]).status_code == 302
+    [tap] = rows_of(app, alice)
+    # Pub/Sub cannot be reached while the user is deleted (nothing listens on the discard port).
+    app.config["PUBSUB_EMULATOR_HOST"] = "127.0.0.1:9"
+    monkeypatch.setattr(taps, "CALL_TIMEOUT_SECONDS", 1)
+    result = runner.invoke(args=["users", "delete", "alice", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted user 'alice'." in result.output
+    assert f"Pub/Sub did not delete 1 of their taps ({tap.name}); each expires by itself after 7 days" in result.output
+    assert rows_of(app, alice) == []
+    # The tap is still there, with the expiration policy it was created with.
+    assert get_subscription(tap.name).expiration_policy.ttl == timedelta(days=7)

@@ -97,10 +97,10 @@ def users_delete(user_id):
     form = UserActionForm()
     if not form.validate_on_submit():
         return render_template("admin/user_delete.html", user=user, form=form,
-                               message_count=users.stored_message_count(user))
+                               message_count=users.stored_message_count(user), tap_count=len(users.tap_names(user)))
     username, admin_name, deleting_self = user.username, current_user.username, user.id == current_user.id
     try:
-        users.delete_user(user)
+        left = users.delete_user(user)
     except users.UserRuleError as error:
         flash(f"Not deleted: {error}.", "danger")
         return redirect(url_for("admin.users_list"))
@@ -110,4 +110,6 @@ def users_delete(user_id):
         logout_user()
         return redirect(url_for("auth.index"))
     flash(f"Deleted user {username}.", "success")
+    if left:
+        flash(users.taps_left_words(left), "warning")
     return redirect(url_for("admin.users_list"))
