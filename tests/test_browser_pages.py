@@ -223,6 +223,29 @@ def test_detail_page_lists_every_attribute_with_copy_buttons_and_a_hex_view_that
         shoot(page, f"detail-hex-{width}.png", full_page=False)
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_a_large_binary_message_shows_the_start_of_its_hex_and_offers_the_download(app, new_context, scheme):
+    from app.main.routes import HEX_VIEW_MAX_BYTES
+
+    alice = create_user(app, "alice")
+    data = bytes(range(256)) * (1024 * 1024 // 256)
+    item_id = store_item(app, alice, data)
+    page = sign_in(new_context(color_scheme=scheme, viewport={"width": 1366, "height": 900}))
+    page.goto(f"/useritems/{item_id}")
+    cut = page.locator("#data-cut")
+    expect(cut).to_have_text(f"Showing the first {HEX_VIEW_MAX_BYTES:,} bytes of {len(data):,} in hex: "
+                             "the rest is in the download.")
+    expect(page.locator("#load-all")).to_have_count(0)
+    expect(page.locator(".hex-row")).to_have_count(HEX_VIEW_MAX_BYTES // 16)
+    download = cut.get_by_role("link", name="download")
+    assert len(page.request.get(download.get_attribute("href")).body()) == len(data)
+    for width in (1366, 375):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        cut.scroll_into_view_if_needed()
+        shoot(page, f"detail-binary-{scheme}-{width}.png", full_page=False)
+
+
 def shoot(page, name: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.wait_for_timeout(200)

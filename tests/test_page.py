@@ -149,6 +149,31 @@ def test_large_message_is_cut_in_the_list_and_in_the_detail_view_and_whole_on_lo
     assert big in client.get(f"/useritems/{item_id}?all=1").get_data(as_text=True)
 
 
+def test_a_large_binary_message_is_shown_in_hex_only_up_to_a_limit_and_offers_the_download(app, client, auth):
+    from app.main.routes import HEX_VIEW_MAX_BYTES
+
+    user_id = create_user(app, "alice")
+    big = bytes(range(256)) * (3_000_000 // 256) + b"\xff-end"
+    small = b"\xfe" * (HEX_VIEW_MAX_BYTES - 1)
+    big_id, small_id = store_item(app, user_id, big), store_item(app, user_id, small)
+    auth.login()
+
+    def rows(html: str) -> int:
+        return html.count('<span class="hex-row">')
+
+    # A 3 MB hex dump would make a page of about 37 MB: with ?all=1 too, the hex view stops at its limit.
+    for url in (f"/useritems/{big_id}", f"/useritems/{big_id}?all=1"):
+        detail = client.get(url).get_data(as_text=True)
+        assert rows(detail) == HEX_VIEW_MAX_BYTES // 16 and len(detail) < 1_500_000
+        assert (f"Showing the first {HEX_VIEW_MAX_BYTES:,} bytes of {len(big):,} in hex: the rest is in the "
+                f'<a href="/useritems/{big_id}/data" download>download</a>.') in " ".join(detail.split())
+        assert 'id="load-all"' not in detail
+    assert client.get(f"/useritems/{big_id}/data").data == big
+    # Under the limit, all of it is shown and nothing is said to be cut.
+    whole = client.get(f"/useritems/{small_id}").get_data(as_text=True)
+    assert rows(whole) == -(-len(small) // 16) and 'id="data-cut"' not in whole
+
+
 def test_detail_view_shows_the_message(app, client, auth):
     user_id = create_user(app, "alice")
     item_id = store_item(app, user_id, {"reading": 7}, {"origin": "<b>sensor</b>"}, message_id="m-123")

@@ -89,22 +89,28 @@ def useritems():
 DETAIL_PREVIEW_BYTES = 256 * 1024
 # Copy buttons hold the data in the page; past this size, the download is the way to take it.
 COPY_MAX_BYTES = 1024 * 1024
+# Binary data is shown as a hex dump, about twelve times its size in HTML and slow to lay out on a
+# phone: the detail page shows at most this much of it, "load all" or not; the download has it all.
+HEX_VIEW_MAX_BYTES = 64 * 1024
 
 
 @bp.route("/useritems/<int:item_id>")
 @login_required
 @no_store
 def useritem(item_id):
-    """One message: its first 256 KB rendered (all of it with ?all=1), its attributes, a download."""
+    """One message: its first 256 KB rendered (all of it with ?all=1; binary data up to HEX_VIEW_MAX_BYTES),
+    its attributes, a download."""
     item = readable_item(item_id)
-    show_all = request.args.get("all") == "1"
-    limit = None if show_all else DETAIL_PREVIEW_BYTES
+    limit = None if request.args.get("all") == "1" else DETAIL_PREVIEW_BYTES
     data_size = len(item.data)
+    data = render_data(item, limit=limit, hex_limit=HEX_VIEW_MAX_BYTES)
+    binary = data.kind == "binary"
     return render_template(
-        "main/useritem.html", item=item, data=render_data(item, limit=limit, hex_limit=DETAIL_PREVIEW_BYTES),
+        "main/useritem.html", item=item, data=data,
         attributes=sorted(item.attributes.items()), attributes_json=render_attributes(item),
-        data_size=data_size, copyable=data_size <= COPY_MAX_BYTES, preview_bytes=DETAIL_PREVIEW_BYTES,
-        hex_limit=DETAIL_PREVIEW_BYTES,
+        data_size=data_size, copyable=data_size <= COPY_MAX_BYTES,
+        shown_bytes=HEX_VIEW_MAX_BYTES if binary else DETAIL_PREVIEW_BYTES,
+        load_all=data.truncated and not binary,  # text cut to the preview; all of it is a click away
     )
 
 
