@@ -14,6 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -400,6 +401,15 @@ def test_the_rate_limit_sends_a_digest_for_the_rest_and_loses_nothing(
     assert len({record["json"]["message_id"] for record in singles()}) == 60
     digest = next(record["json"] for record in receiver.delivered() if record["json"]["digest"])
     assert digest["rule"]["id"] == rule_id and digest["count"] >= 1
+    # Its link lists the messages it counted: the search for the rule's condition, newest first.
+    link = urlsplit(digest["messages_url"])
+    assert f"{link.scheme}://{link.netloc}" == app.config["PUBLIC_URL"].rstrip("/") and link.path == "/explore"
+    assert parse_qs(link.query) == {"filter": [CONDITION]}
+    assert client.get(digest["messages_url"]).status_code == 200
+    listed = client.get("/explore/items", query_string={**parse_qs(link.query), "before": 2**62}).get_json()
+    with app.app_context():
+        newest = db.session.scalars(sa.select(UserItem.id).order_by(UserItem.id.desc()).limit(len(listed["ids"])))
+        assert listed["ids"] == list(newest) and len(listed["ids"]) >= 20
 
 
 def test_deleting_a_user_deletes_their_rules_and_alerts(app, client, auth):
@@ -530,3 +540,16 @@ def test_an_idle_worker_sends_a_test_delivery_and_logs_no_secret(app, client, au
     log = worker.log()
     assert "deliver_alert" in log, "the worker ran the delivery job"
     assert created["secret"] not in log and "hook-token-in-the-url" not in log
+
+
+def test_a_slack_digest_links_to_the_messages_and_to_the_rule(app):
+    from app.alerts.delivery import slack_text
+    from app.models import AlertRule
+
+    body = {"test": False, "digest": True, "count": 140, "subscription": None,
+            "url": "https://monitor.example.com/alerts/3",
+            "messages_url": "https://monitor.example.com/explore?filter=attributes.status+%3D+%22FAILURE%22"}
+    with app.app_context():
+        text = slack_text(body, AlertRule(name="Build failed"))
+    assert text.startswith("Alert rule *Build failed* matched 140 more messages on any subscription")
+    assert text.endswith(f"<{body['messages_url']}|See the messages> · <{body['url']}|the rule>")

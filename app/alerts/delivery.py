@@ -123,8 +123,17 @@ def payload(alert: Alert, rule: AlertRule, item: UserItem | None) -> dict[str, A
                      "note": "the message is no longer stored"})
     else:
         body.update({"subscription": rule.subscription, "count": alert.count,
-                     "url": _link("alerts.rule_page", rule_id=rule.id)})
+                     "url": _link("alerts.rule_page", rule_id=rule.id), "messages_url": _messages_link(rule)})
     return body
+
+
+def _messages_link(rule: AlertRule) -> str:
+    """The search for the rule's condition on its subscription, newest first: the messages a digest
+    counted are the newest it lists (with any the rule alerted on one by one)."""
+    query = {"filter": rule.condition} if rule.condition.strip() else {}
+    if rule.subscription:
+        query["sub"] = rule.subscription
+    return _link("explore.explore", **query)
 
 
 def slack_text(body: dict[str, Any], rule: AlertRule) -> str:
@@ -134,7 +143,7 @@ def slack_text(body: dict[str, Any], rule: AlertRule) -> str:
         return f"Test of alert rule *{rule.name}* ({subscription}): the webhook works."
     if body["digest"]:
         return (f"Alert rule *{rule.name}* matched {body['count']} more messages on {subscription} "
-                f"(over its rate limit). <{body['url']}|See the rule>")
+                f"(over its rate limit). <{body['messages_url']}|See the messages> · <{body['url']}|the rule>")
     if body.get("message_id") is None:
         return f"Alert rule *{rule.name}* matched a message on {subscription} (no longer stored)."
     return (f"Alert rule *{rule.name}* matched message {body['message_id']} on {subscription}, "
