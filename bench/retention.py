@@ -43,7 +43,7 @@ from stack import (
     start_web,
     stop,
 )
-from web import PASSWORD, SUBSCRIPTION, USERS, CopySource, LiveWriter, Page, percentile
+from web import PASSWORD, SUBSCRIPTION, USERS, LiveWriter, Page, copy_lines, create_watchers, percentile
 
 POLL = "/useritems?after (poll)"
 LABELS = [POLL, "/notifications", "/useritems?before (scroll)"]
@@ -67,29 +67,10 @@ def lines(user_ids: list[int], count: int, received_at: str, start: int):
                f"{data}\t\\N\tt\t{{}}\t\\N\t\\N\t{len(data)}\n")
 
 
-def copy_lines(engine: sa.Engine, source) -> None:
-    columns = ("user_id, subscription, message_id, publish_time, received_at, data_text, data_bytes, is_json, "
-               "attributes_json, ordering_key, delivery_attempt, size")
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cursor:
-            cursor.copy_expert(f"COPY user_item ({columns}) FROM STDIN", CopySource(source))
-        raw.commit()
-    finally:
-        raw.close()
-
-
 def seed(database: FreshDatabase, old: int, recent: int) -> tuple[sa.Engine, list[str], list[int]]:
-    from werkzeug.security import generate_password_hash
-
     engine = sa.create_engine(database.url, pool_size=2)
-    password_hash = generate_password_hash(PASSWORD)
-    names = [f"watcher{number}" for number in range(USERS)]
     with engine.begin() as connection:
-        user_ids = [connection.execute(
-            sa.text('INSERT INTO "user" (username, email, password_hash, is_admin) '
-                    "VALUES (:name, :email, :hash, false) RETURNING id"),
-            {"name": name, "email": f"{name}@example.com", "hash": password_hash}).scalar() for name in names]
+        names, user_ids = create_watchers(connection)
     started = time.monotonic()
     old_at = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(time.time() - 60 * 86400))
     recent_at = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(time.time() - 2 * 86400))

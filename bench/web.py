@@ -112,29 +112,37 @@ def item_lines(user_ids: list[int], count: int, start: int = 0):
                f"2026-11-29 12:00:01+00\t{data}\t\\N\tt\t{attributes}\t\\N\t\\N\t{len(data)}\n")
 
 
-def copy_items(engine: sa.Engine, user_ids: list[int], count: int, start: int = 0) -> None:
+def copy_lines(engine: sa.Engine, lines) -> None:
+    """COPY text lines (user_id, subscription, message_id, publish_time, received_at, data_text, data_bytes,
+    is_json, attributes_json, ordering_key, delivery_attempt, size) into user_item, in one transaction."""
     columns = ("user_id, subscription, message_id, publish_time, received_at, data_text, data_bytes, is_json, "
                "attributes_json, ordering_key, delivery_attempt, size")
     raw = engine.raw_connection()
     try:
         with raw.cursor() as cursor:
-            cursor.copy_expert(f"COPY user_item ({columns}) FROM STDIN", CopySource(item_lines(user_ids, count, start)))
+            cursor.copy_expert(f"COPY user_item ({columns}) FROM STDIN", CopySource(lines))
         raw.commit()
     finally:
         raw.close()
 
 
-def seed(database: FreshDatabase, items: int) -> tuple[sa.Engine, list[str], list[int]]:
+def create_watchers(connection: sa.Connection) -> tuple[list[str], list[int]]:
+    """The USERS simulated users (watcher0, watcher1, ...; password PASSWORD): their names and ids."""
     from werkzeug.security import generate_password_hash
 
-    engine = sa.create_engine(database.url, pool_size=2)
     password_hash = generate_password_hash(PASSWORD)
     names = [f"watcher{number}" for number in range(USERS)]
+    user_ids = [connection.execute(
+        sa.text('INSERT INTO "user" (username, email, password_hash, is_admin) '
+                "VALUES (:name, :email, :hash, false) RETURNING id"),
+        {"name": name, "email": f"{name}@example.com", "hash": password_hash}).scalar() for name in names]
+    return names, user_ids
+
+
+def seed(database: FreshDatabase, items: int) -> tuple[sa.Engine, list[str], list[int]]:
+    engine = sa.create_engine(database.url, pool_size=2)
     with engine.begin() as connection:
-        user_ids = [connection.execute(
-            sa.text('INSERT INTO "user" (username, email, password_hash, is_admin) '
-                    "VALUES (:name, :email, :hash, false) RETURNING id"),
-            {"name": name, "email": f"{name}@example.com", "hash": password_hash}).scalar() for name in names]
+        names, user_ids = create_watchers(connection)
         now = time.time()
         connection.execute(
             sa.text("INSERT INTO notification (name, user_id, timestamp, payload_json) "
@@ -143,7 +151,7 @@ def seed(database: FreshDatabase, items: int) -> tuple[sa.Engine, list[str], lis
               "payload": json.dumps({"progress": "Polling", "stored_count": number})}
              for user_id in user_ids for number in range(NOTIFICATIONS_PER_USER)])
     started = time.monotonic()
-    copy_items(engine, user_ids, items)
+    copy_lines(engine, item_lines(user_ids, items))
     seconds = time.monotonic() - started
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sa.text("VACUUM ANALYZE"))
@@ -164,7 +172,7 @@ class LiveWriter(threading.Thread):
     def run(self) -> None:
         tick = 0
         while not self.stopping.wait(1.0):
-            copy_items(self.engine, self.user_ids, 2 * len(self.user_ids), self.index)
+            copy_lines(self.engine, item_lines(self.user_ids, 2 * len(self.user_ids), self.index))
             self.index += 2 * len(self.user_ids)
             tick += 1
             if tick % 5 == 0:
