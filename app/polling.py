@@ -441,28 +441,35 @@ def stop_all_for(user_id: int, subscription: str) -> None:
         _set_state(task, TaskState.STOPPING, REMOVED_REASON)
 
 
-def stop_for_removal(user_id: int, subscription: str, timeout: float) -> bool:
-    """Stop polling a subscription about to be deleted, and wait (at most `timeout` seconds) until its
-    job has let go of it. True when nothing polls it any more; False when the job did not stop in time.
+def stop_for_removal(user_id: int, subscriptions: list[str], timeout: float) -> bool:
+    """Stop polling subscriptions about to be deleted, and wait (at most `timeout` seconds in all) until
+    their jobs have let go of them. True when nothing polls them any more; False when a job did not
+    stop in time. Commits (each stop is a task transition).
 
-    A task still queued has no job holding the subscription (its job ends at once when it starts),
+    A task still queued has no job holding its subscription (its job ends at once when it starts),
     so there is nothing to wait for.
     """
-    task = latest_task(user_id, subscription)
-    if task is None or TaskState(task.state) not in RUNNING_STATES | {TaskState.STOPPING}:
-        return True
-    was_queued = task.state == TaskState.QUEUED.value
-    transition(task.id, TaskState.STOPPING, REMOVED_REASON)
-    if was_queued:
-        return True
+    stopping = []
+    for subscription in subscriptions:
+        task = latest_task(user_id, subscription)
+        if task is None or TaskState(task.state) not in RUNNING_STATES | {TaskState.STOPPING}:
+            continue
+        was_queued = task.state == TaskState.QUEUED.value
+        transition(task.id, TaskState.STOPPING, REMOVED_REASON)
+        if not was_queued:
+            stopping.append(task.id)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        db.session.rollback()  # see the job's writes, not this session's snapshot
-        if db.session.scalar(sa.select(Task.state).where(Task.id == task.id)) != TaskState.STOPPING.value:
-            return True
-        time.sleep(STOP_WAIT_POLL_SECONDS)
-    log.warning("Task %s still held %s %.0f s after a stop; removing it anyway", task.id, subscription, timeout)
-    return False
+    while stopping:
+        db.session.rollback()  # see the jobs' writes, not this session's snapshot
+        states = dict(db.session.execute(sa.select(Task.id, Task.state).where(Task.id.in_(stopping))).all())
+        stopping = [task_id for task_id in stopping if states.get(task_id) == TaskState.STOPPING.value]
+        if stopping and time.monotonic() >= deadline:
+            log.warning("Tasks %s still held their subscriptions %.0f s after a stop; removing them anyway",
+                        ", ".join(stopping), timeout)
+            return False
+        if stopping:
+            time.sleep(STOP_WAIT_POLL_SECONDS)
+    return True
 
 
 # --- liveness and resume ---------------------------------------------------------------------------

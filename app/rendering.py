@@ -16,7 +16,7 @@ from app.models import UserItem
 
 # Data larger than this is cut in the list; the detail view shows all of it.
 LIST_PREVIEW_BYTES = 20_000
-# A hex dump is four times the size of its bytes, so binary data is cut sooner.
+# A hex dump is about twelve times the size of its bytes in HTML, so binary data is cut sooner.
 HEX_PREVIEW_BYTES = 4_096
 # Highlighting wraps every token in a span; beyond this, JSON is shown as plain text.
 HIGHLIGHT_MAX_BYTES = 1_000_000

@@ -11,7 +11,6 @@ import secrets
 import sqlalchemy as sa
 from flask import current_app
 
-from app import polling
 from app.extensions import db
 from app.models import SUBSCRIPTION_TAP, Alert, AlertRule, Notification, Subscription, Task, User, UserItem
 from app.subscriptions import taps
@@ -34,7 +33,11 @@ def all_users() -> list[User]:
     return list(db.session.scalars(sa.select(User).order_by(User.username)))
 
 
-def admin_count() -> int:
+def admin_count(lock: bool = False) -> int:
+    """How many admins there are. With `lock`, their rows stay locked (on PostgreSQL) until the transaction
+    ends, so that two admins deleting each other at once cannot both pass the last-admin rule."""
+    if lock:
+        return len(db.session.scalars(sa.select(User.id).where(User.is_admin.is_(True)).with_for_update()).all())
     return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.is_admin.is_(True))) or 0
 
 
@@ -86,21 +89,22 @@ def set_admin(user: User, is_admin: bool, acting: User | None = None) -> None:
 def delete_user(user: User) -> list[str]:
     """Delete a user with their messages, tasks, notifications, subscriptions and alert rules; never the last admin.
 
-    Their taps go from Pub/Sub first, each once its job has let go of it, as when they remove one
-    themselves. Returns the taps Pub/Sub did not delete (an outage, a missing permission): those
-    expire by themselves after TAP_EXPIRATION_DAYS without a pull, as every tap does.
+    Their taps go from Pub/Sub first, once their jobs have let go of them, as when they remove one
+    themselves (app.subscriptions.taps.remove_taps): that step commits the stops, and a tap it
+    deleted stays deleted even if the caller's commit then fails. Returns the taps Pub/Sub did not
+    delete (an outage, a missing permission): those expire by themselves, as every tap does.
     """
     if user.is_admin and admin_count() <= 1:
         raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
-    config = current_app.config
+    names = tap_names(user)
     left = []
-    for name in tap_names(user):
-        polling.stop_for_removal(user.id, name, config["TAP_STOP_WAIT_SECONDS"])
-        try:
-            taps.delete_tap(config, name)
-        except taps.TapError as error:
+    if names:
+        for name, error in taps.remove_taps(current_app.config, user.id, names).items():
             log.warning("Deleting user %s: tap %s stays until it expires: %s", user.username, name, error.message)
             left.append(name)
+        # The stops committed, and waiting took time: check again, as the deletes begin.
+        if user.is_admin and admin_count(lock=True) <= 1:
+            raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
     rules = sa.select(AlertRule.id).where(AlertRule.user_id == user.id)
     db.session.execute(sa.delete(Alert).where(Alert.rule_id.in_(rules)))
     for model in (UserItem, Notification, Task, Subscription, AlertRule):
@@ -114,9 +118,9 @@ def taps_left_words(left: list[str]) -> str:
     """What to tell whoever deleted a user about taps Pub/Sub did not delete ('' when there are none)."""
     if not left:
         return ""
-    days = current_app.config.get("TAP_EXPIRATION_DAYS")
-    return (f"Pub/Sub did not delete {len(left)} of their taps ({', '.join(left)}); "
-            f"each expires by itself after {days} days without a pull.")
+    return (f"Pub/Sub did not delete {len(left)} of their taps ({', '.join(left)}); each expires by itself "
+            f"once unused for its expiration period (TAP_EXPIRATION_DAYS when it was made; now "
+            f"{current_app.config['TAP_EXPIRATION_DAYS']} days).")
 
 
 def tap_names(user: User) -> list[str]:

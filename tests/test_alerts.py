@@ -379,12 +379,17 @@ def test_the_rate_limit_sends_a_digest_for_the_rest_and_loses_nothing(
     whose counts make up the other 140."""
     receiver = receiver_factory()
     signed_alice(app, auth, pubsub_names["subscription"])
-    rule_id = create_rule_over_http(client, auth, receiver.url).get_json()["id"]
+    rule_id = create_rule_over_http(client, auth, receiver.url, subscription=pubsub_names["subscription"]
+                                    ).get_json()["id"]
     # The digest is sent a second after its first firing, not after a minute, to keep the test short.
     worker_factory(ALERT_DIGEST_SECONDS="1")
     start_polling(client, auth, pubsub_names["subscription"])
     started = time.monotonic()
-    publish(pubsub_names["topic_path"], [MATCHING | {"n": str(n)} for n in range(200)])
+    # 200 matching messages, and 20 others among them that the digest's link must leave out.
+    messages = [MATCHING | {"n": str(n)} for n in range(200)]
+    for n in range(20):
+        messages.insert(11 * n + 5, OTHER | {"n": f"other-{n}"})
+    publish(pubsub_names["topic_path"], messages)
 
     def digested() -> int:
         return sum(record["json"]["count"] for record in receiver.delivered() if record["json"]["digest"])
@@ -404,11 +409,12 @@ def test_the_rate_limit_sends_a_digest_for_the_rest_and_loses_nothing(
     # Its link lists the messages it counted: the search for the rule's condition, newest first.
     link = urlsplit(digest["messages_url"])
     assert f"{link.scheme}://{link.netloc}" == app.config["PUBLIC_URL"].rstrip("/") and link.path == "/explore"
-    assert parse_qs(link.query) == {"filter": [CONDITION]}
+    assert parse_qs(link.query) == {"filter": [CONDITION], "sub": [pubsub_names["subscription_path"]]}
     assert client.get(digest["messages_url"]).status_code == 200
     listed = client.get("/explore/items", query_string={**parse_qs(link.query), "before": 2**62}).get_json()
     with app.app_context():
-        newest = db.session.scalars(sa.select(UserItem.id).order_by(UserItem.id.desc()).limit(len(listed["ids"])))
+        newest = db.session.scalars(sa.select(UserItem.id).where(UserItem.attributes_json.contains('"FAILURE"'))
+                                    .order_by(UserItem.id.desc()).limit(len(listed["ids"])))
         assert listed["ids"] == list(newest) and len(listed["ids"]) >= 20
 
 

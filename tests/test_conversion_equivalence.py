@@ -94,12 +94,16 @@ def test_batch_copy_data_is_each_rows_copy_line(rows, data):
 
 
 @settings(max_examples=200)
-@given(st.lists(ROWS, max_size=12), st.integers(1, 5), st.integers(-1, 400), st.integers(0, 3))
-def test_a_streamed_batch_reads_as_its_copy_data_however_it_is_read(rows, rows_per_chunk, size, rewinds):
+@given(st.lists(ROWS, max_size=12), st.integers(1, 5), st.integers(-1, 400), st.integers(0, 3), st.integers(0, 6))
+def test_a_streamed_batch_reads_as_its_copy_data_however_it_is_read(rows, rows_per_chunk, size, rewinds, partial):
     # The writer hands PostgreSQL a CopyStream, formatted a chunk at a time as psycopg2 reads it, and
-    # rewinds it to COPY the batch a second time (into the stage table) when the first COPY fails.
+    # rewinds it to COPY the batch a second time (into the stage table) when the first COPY fails,
+    # which may be before the first COPY read it all.
     stream = writer.CopyStream(rows, rows_per_chunk=rows_per_chunk)
     read_size = size if size != 0 else -1
+    for _ in range(partial):
+        stream.read(read_size)
+    stream.rewind()
     for _ in range(rewinds + 1):
         pieces = []
         while piece := stream.read(read_size):

@@ -409,6 +409,7 @@ def test_batch_mode_stops_pulling_at_its_byte_budget_though_far_fewer_messages_w
         assert 0 < source._buffered <= 100
         assert source._buffered_bytes >= source._buffered * 20_000
         batches = _drain(source, 300)
+        assert source._buffered == source._buffered_bytes == 0
     finally:
         source.close()
         client.close()
@@ -425,6 +426,7 @@ def test_batch_mode_merges_pulls_into_one_write_only_within_its_byte_limit(emula
     try:
         wait_until(lambda: source._buffered == 300, 20, message="all 300 pulled")
         batches = _drain(source, 300)
+        assert source._buffered == source._buffered_bytes == 0 and source._carried is None
     finally:
         source.close()
         client.close()
@@ -436,6 +438,37 @@ def test_batch_mode_merges_pulls_into_one_write_only_within_its_byte_limit(emula
     else:
         # Unbounded by bytes, the 300 waiting messages go out in one write.
         assert [len(batch.rows) for batch in batches] == [300]
+
+
+def test_batch_mode_gives_back_a_batch_carried_over_to_the_next_write_when_it_closes(emulator, pubsub_names):
+    published = publish_samples(pubsub_names, cloud_build_samples(300, size=20_000))
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    # One pull at a time, stopping at the byte budget after two pulls (the emulator returns at most 100
+    # messages of these 20 kB a pull), so no pull is left waiting when it closes: the emulator would hand
+    # what is given back to a waiting pull even once the client has cancelled it.
+    source = PullSource(client, pubsub_names["subscription_path"], user_id=1, subscription=pubsub_names["subscription"],
+                        pulls_in_flight=1, prefetch_bytes=3_000_000, write_bytes=1)
+    source.open()
+    wait_until(lambda: source._buffered_bytes >= 3_000_000, 20, message="pulled up to the byte budget")
+    time.sleep(0.5)
+    first = source.receive(5)
+    source.ack(first)
+    assert source._carried is not None  # the next pull's batch did not fit in this write
+    source.close()
+    assert source._carried is None and source._buffered == 0
+    client.close()
+    # Everything not written went back at once (nack), the carried batch too, not after its 30-s ack deadline.
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    again = PullSource(client, pubsub_names["subscription_path"], user_id=1, subscription=pubsub_names["subscription"])
+    again.open()
+    try:
+        wait_until(lambda: again._buffered == 300 - len(first.rows), 5, message="the rest pulled again at once")
+        rest = _drain(again, 300 - len(first.rows))
+    finally:
+        again.close()
+        client.close()
+    stored = first.message_ids + [message_id for batch in rest for message_id in batch.message_ids]
+    assert sorted(stored) == sorted(published)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import timedelta
 
@@ -180,7 +181,7 @@ def test_a_job_that_meets_its_removed_subscription_ends_finished_not_failed(app)
         assert db.session.get(Task, other.id).state == "failed"
 
         # The removal's wait is bounded: no worker runs this job, so the wait ends after the timeout.
-        assert polling.stop_for_removal(alice, name, timeout=0.5) is False
+        assert polling.stop_for_removal(alice, [name], timeout=0.5) is False
         task = db.session.scalars(sa.select(Task).where(Task.subscription == name)).one()
         assert (task.state, task.state_reason) == ("stopping", polling.REMOVED_REASON)
         polling.end(task.id, polling.TaskState.FAILED, f"subscription not found: {name} does not exist")
@@ -361,6 +362,30 @@ def test_deleting_a_user_deletes_their_taps_from_pubsub_and_no_one_elses(app, pu
     assert topic_subscriptions(pubsub_names["topic_path"]) >= {bob_tap.name}
 
 
+def test_deleting_a_user_stops_all_their_taps_jobs_then_waits_for_them_once(app, pubsub_names, runner):
+    # Jobs that never let go (no worker runs them): the deletion waits TAP_STOP_WAIT_SECONDS in all, not per
+    # tap (a web request has 30 s), and deletes the taps after.
+    app.config["TAP_STOP_WAIT_SECONDS"] = 2.0
+    alice = create_user(app, "alice")
+    alice_client = sign_in_client(app, "alice")
+    for expression in (None, 'attributes.status = "FAILURE"', 'attributes.status = "SUCCESS"'):
+        assert watch(alice_client, pubsub_names["topic"], expression).status_code == 302
+    names = [row.name for row in rows_of(app, alice)]
+    with app.app_context():
+        db.session.add_all(Task(id=uuid.uuid4().hex, name=polling.POLLING_TASK, user_id=alice, subscription=name,
+                                state="polling") for name in names)
+        db.session.commit()
+    started = time.monotonic()
+    result = runner.invoke(args=["users", "delete", "alice", "--yes"])
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert 2.0 <= elapsed < 2 * 2.0, f"{elapsed:.1f} s: the jobs were waited for one after another"
+    for name in names:
+        with pytest.raises(api_exceptions.NotFound):
+            get_subscription(name)
+    assert rows_of(app, alice) == []
+
+
 def test_a_tap_pubsub_does_not_delete_is_named_and_left_to_expire_and_the_user_still_goes(
         app, emulator, pubsub_names, runner, monkeypatch):
     create_user(app, "root", is_admin=True)
@@ -373,7 +398,8 @@ def test_a_tap_pubsub_does_not_delete_is_named_and_left_to_expire_and_the_user_s
     result = runner.invoke(args=["users", "delete", "alice", "--yes"])
     assert result.exit_code == 0, result.output
     assert "Deleted user 'alice'." in result.output
-    assert f"Pub/Sub did not delete 1 of their taps ({tap.name}); each expires by itself after 7 days" in result.output
+    assert (f"Pub/Sub did not delete 1 of their taps ({tap.name}); each expires by itself once unused for its "
+            "expiration period (TAP_EXPIRATION_DAYS when it was made; now 7 days)") in " ".join(result.output.split())
     assert rows_of(app, alice) == []
     # The tap is still there, with the expiration policy it was created with.
     assert get_subscription(tap.name).expiration_policy.ttl == timedelta(days=7)

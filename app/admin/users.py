@@ -106,10 +106,10 @@ def users_delete(user_id):
         return redirect(url_for("admin.users_list"))
     db.session.commit()
     current_app.logger.info("Admin %s deleted user %s", admin_name, username)
+    if left:
+        flash(users.taps_left_words(left), "warning")  # before a sign-out too: the next page shows it
     if deleting_self:
         logout_user()
         return redirect(url_for("auth.index"))
     flash(f"Deleted user {username}.", "success")
-    if left:
-        flash(users.taps_left_words(left), "warning")
     return redirect(url_for("admin.users_list"))

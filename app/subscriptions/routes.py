@@ -181,11 +181,9 @@ def delete(subscription_id):
     subscription = own_subscription(subscription_id)
     shown = polling.display_name(subscription.name)
     if subscription.kind == SUBSCRIPTION_TAP:
-        polling.stop_for_removal(current_user.id, subscription.name, current_app.config["TAP_STOP_WAIT_SECONDS"])
-        try:
-            taps.delete_tap(current_app.config, subscription.name)
-        except taps.TapError as error:
-            flash(error.message, "danger")
+        failed = taps.remove_taps(current_app.config, current_user.id, [subscription.name])
+        if failed:
+            flash(failed[subscription.name].message, "danger")
             return back_to_panel()
         message = f"Removed the tap {shown} and deleted its Pub/Sub subscription; its stored messages are kept."
     else:

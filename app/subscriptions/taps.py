@@ -183,6 +183,21 @@ def delete_tap(config: Mapping[str, Any], name: str) -> bool:
     return True
 
 
+def remove_taps(config: Mapping[str, Any], user_id: int, names: list[str]) -> dict[str, TapError]:
+    """Stop polling the user's taps, wait (TAP_STOP_WAIT_SECONDS in all) for their jobs to let go, then
+    delete their subscriptions; the taps Pub/Sub did not delete, with why. Commits the stops."""
+    from app import polling  # app.polling imports the app's models; this module is also used without them
+
+    polling.stop_for_removal(user_id, names, config["TAP_STOP_WAIT_SECONDS"])
+    failed = {}
+    for name in names:
+        try:
+            delete_tap(config, name)
+        except TapError as error:
+            failed[name] = error
+    return failed
+
+
 def describe_delete_error(error: api_exceptions.GoogleAPICallError, name: str) -> str:
     """What went wrong deleting a tap, and what to do about it."""
     if isinstance(error, api_exceptions.PermissionDenied):
