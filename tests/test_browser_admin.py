@@ -97,6 +97,8 @@ def test_screenshots_of_the_account_and_users_pages(app, browser, live_server, c
         page.goto("/admin/users")
         page.get_by_label("Username", exact=True).fill("carol")
         page.get_by_role("button", name="Create user").click()
+        # The form posts and a new page loads: wait for it (its generated password) before styling it.
+        expect(page.locator("#new-password")).to_be_visible()
         follow_colour_scheme(page)
         screenshot(page, f"admin-users-{colour_scheme}.png")
         page.goto("/account")
