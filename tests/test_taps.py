@@ -403,3 +403,24 @@ def test_a_tap_pubsub_does_not_delete_is_named_and_left_to_expire_and_the_user_s
     assert rows_of(app, alice) == []
     # The tap is still there, with the expiration policy it was created with.
     assert get_subscription(tap.name).expiration_policy.ttl == timedelta(days=7)
+
+
+def test_a_users_taps_are_deleted_side_by_side_so_a_slow_pubsub_costs_one_timeout_not_one_each(
+        app, emulator, pubsub_names, runner, monkeypatch):
+    alice = create_user(app, "alice")
+    alice_client = sign_in_client(app, "alice")
+    for expression in (None, 'attributes.status = "FAILURE"', 'attributes.status = "SUCCESS"'):
+        assert watch(alice_client, pubsub_names["topic"], expression).status_code == 302
+    names = sorted(row.name for row in rows_of(app, alice))
+    # Every delete call fails only at its timeout (nothing listens on the discard port).
+    app.config["PUBSUB_EMULATOR_HOST"] = "127.0.0.1:9"
+    monkeypatch.setattr(taps, "CALL_TIMEOUT_SECONDS", 1.5)
+    started = time.monotonic()
+    result = runner.invoke(args=["users", "delete", "alice", "--yes"])
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert elapsed < 2 * 1.5, f"{elapsed:.1f} s: the taps were deleted one after another"
+    named = re.search(r"Pub/Sub did not delete 3 of their taps \(([^)]*)\)", " ".join(result.output.split()))
+    assert named is not None, result.output
+    assert sorted(named.group(1).split(", ")) == names
+    assert rows_of(app, alice) == []

@@ -9,6 +9,8 @@ from typing import Any
 
 import google.auth
 import grpc
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exceptions
 from google.cloud import pubsub_v1
 from google.oauth2 import credentials as user_credentials
@@ -24,6 +26,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 PULL_MODES = ("batch", "streaming")
+# What a bounded call tries again within its time: the errors Pub/Sub's client retries its calls on.
+TRANSIENT_ERRORS = (api_exceptions.Aborted, api_exceptions.ServiceUnavailable, api_exceptions.Unknown)
+# Errors a Pub/Sub call can end in: the server's answer, or retries that ran out of time.
+CALL_ERRORS = (api_exceptions.GoogleAPICallError, api_exceptions.RetryError)
 
 
 class SetupError(RuntimeError):
@@ -39,6 +45,18 @@ def subscription_path(project_id: str, subscription: str) -> str:
     if subscription.startswith("projects/"):
         return subscription
     return f"projects/{project_id}/subscriptions/{subscription}"
+
+
+def within(seconds: float) -> dict[str, Any]:
+    """Keyword arguments that bound one Pub/Sub call, its retries included, to about `seconds`.
+
+    A call's `timeout` alone bounds each attempt, not the call: its default retry goes on trying an
+    unreachable Pub/Sub for 60 s (publish, 10 minutes), past a web request's 30 s and a Stop's 2 s.
+    Running out of time raises RetryError (CALL_ERRORS holds both kinds of failure).
+    """
+    retry = Retry(predicate=if_exception_type(*TRANSIENT_ERRORS), initial=0.1, maximum=1.0, multiplier=1.3,
+                  timeout=seconds)
+    return {"retry": retry, "timeout": seconds}
 
 
 def pull_mode(config: Mapping[str, Any]) -> str:

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from google.api_core import exceptions as api_exceptions
-
 from app.filterlang import Filter, FilterSyntaxError, parse
+from app.pubsub.client import CALL_ERRORS, within
 
 log = logging.getLogger(__name__)
+
+# Reading the filter, retries included: the poller checks for a Stop only between steps.
+READ_SECONDS = 5.0
 
 
 def filters_locally(config: Mapping[str, Any]) -> bool:
@@ -43,13 +45,14 @@ class LocalFilter:
         """Read the subscription's filter again (it cannot change on Pub/Sub, but the subscription may
         have been deleted and created anew under the same name)."""
         try:
-            expression = self.client.get_subscription(subscription=self.subscription_path).filter
-        except api_exceptions.GoogleAPICallError as error:
+            subscription = self.client.get_subscription(subscription=self.subscription_path, **within(READ_SECONDS))
+        except CALL_ERRORS as error:
             # Pulling reports a missing subscription or a permission in its own words; until the
             # filter is known, the last one read stays, and with none every message is stored.
             self._note(f"could not read the subscription's filter ({error.__class__.__name__}); "
                        "messages are stored unfiltered until it can be read")
             return
+        expression = subscription.filter
         self.expression = expression
         try:
             self.filter = parse(expression) if expression.strip() else None

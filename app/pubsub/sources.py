@@ -21,6 +21,7 @@ from google.api_core.gapic_v1 import routing_header
 from google.cloud import pubsub_v1
 from google.pubsub_v1.types import PullRequest
 
+from app.pubsub.client import CALL_ERRORS, within
 from app.pubsub.messages import row_from_pulled, row_from_streamed
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,12 @@ log = logging.getLogger(__name__)
 # How often a pull in flight looks at the stop flag: a stop cancels it rather than waiting out
 # the pull's timeout (the emulator holds an empty pull open for all of it).
 PULL_STOP_CHECK_SECONDS = 0.05
+# The longest an acknowledge or a lease extension takes, retries included: a failed one only means a
+# redelivery, which the unique key absorbs, and the threads that make them must go on to the next.
+SETTLE_CALL_SECONDS = 10.0
+# Giving messages back (a deadline of 0) is a courtesy: they come back at their ack deadline anyway. It
+# runs as a job stops, which must not wait long on an unreachable Pub/Sub.
+GIVE_BACK_CALL_SECONDS = 2.0
 
 # Errors that no retry will cure: the subscription, the project or the credentials are wrong.
 FATAL_ERRORS = (
@@ -365,13 +372,14 @@ class PullSource:
                 return
 
     def _modify_deadline(self, ack_ids: list[str], seconds: int) -> None:
+        bound = within(GIVE_BACK_CALL_SECONDS if seconds == 0 else SETTLE_CALL_SECONDS)
         for start in range(0, len(ack_ids), 1000):
             try:
                 self.client.modify_ack_deadline(
                     subscription=self.subscription_path, ack_ids=ack_ids[start : start + 1000],
-                    ack_deadline_seconds=seconds,
+                    ack_deadline_seconds=seconds, **bound,
                 )
-            except api_exceptions.GoogleAPICallError as error:
+            except CALL_ERRORS as error:
                 # The messages come back after their deadline and are stored once: nothing is lost.
                 log.warning("modify_ack_deadline(%s) failed: %s", seconds, error)
 
@@ -386,8 +394,8 @@ class PullSource:
             for start in range(0, len(batch.handles), 1000):
                 try:
                     self.client.acknowledge(subscription=self.subscription_path,
-                                            ack_ids=batch.handles[start : start + 1000])
-                except api_exceptions.GoogleAPICallError as error:
+                                            ack_ids=batch.handles[start : start + 1000], **within(SETTLE_CALL_SECONDS))
+                except CALL_ERRORS as error:
                     # A lost ack means a redelivery, which the unique key absorbs.
                     log.warning("acknowledge failed (the messages will be redelivered and stored once): %s", error)
             # Leases are kept alive until the ack has gone out.

@@ -8,7 +8,7 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1 import Subscription
 
-from app.pubsub.client import SetupError, make_subscriber_client, subscription_path
+from app.pubsub.client import SetupError, make_subscriber_client, subscription_path, within
 
 CHECK_TIMEOUT_SECONDS = 10
 
@@ -30,7 +30,7 @@ def fetch_subscription(config: Mapping[str, Any], name: str) -> Subscription:
     except SetupError as error:
         raise SubscriptionUnavailable(f"Cannot reach Pub/Sub: {error}") from None
     try:
-        subscription = client.get_subscription(request={"subscription": path}, timeout=CHECK_TIMEOUT_SECONDS)
+        subscription = client.get_subscription(request={"subscription": path}, **within(CHECK_TIMEOUT_SECONDS))
     except api_exceptions.NotFound:
         raise SubscriptionUnavailable(f"Subscription {path} does not exist.") from None
     except api_exceptions.PermissionDenied:
