@@ -34,6 +34,11 @@ class Config:
     )
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    # The longest the app waits on Redis for a connection or one command's answer. Without it, a Redis
+    # that accepts connections and then says nothing (an overloaded or partitioned server) holds a page
+    # until gunicorn kills it at 30 s, and a job's heartbeat for ever. Longer than any command the app
+    # blocks on (the courier's BLPOP waits 0.5 s).
+    REDIS_TIMEOUT_SECONDS = float(os.environ.get("REDIS_TIMEOUT_SECONDS") or 5)
     RQ_QUEUE = os.environ.get("RQ_QUEUE") or "gcpubsub-tasks"
 
     GCP_PROJECT_ID = os.environ.get("GCP_PROJECT_ID") or "local-project"

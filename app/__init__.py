@@ -59,7 +59,9 @@ def create_app(config_class: type = Config) -> Flask:
     bootstrap.init_app(app)
     security.init_app(app)
 
-    app.redis = Redis.from_url(app.config["REDIS_URL"])
+    redis_timeout = app.config["REDIS_TIMEOUT_SECONDS"]
+    app.redis = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=redis_timeout,
+                               socket_timeout=redis_timeout)
     app.task_queue = rq.Queue(app.config["RQ_QUEUE"], connection=app.redis)
     app.json_lexer = lexers.JsonLexer()
     app.html_formatter = formatters.HtmlFormatter(style=app.config["PYGMENTS_STYLE"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -125,3 +126,23 @@ def test_deploy_gives_the_admin_the_default_subscription_once(app, runner):
     with app.app_context():
         rows = db.session.execute(sa.select(User.username, Subscription.name).join(Subscription.user)).all()
     assert rows == [("admin", "projects/test-project/subscriptions/builds")]
+
+
+def test_healthz_is_503_within_the_redis_timeout_when_redis_accepts_and_never_answers(app, database_url):
+    # A server that takes connections and says nothing, as an overloaded or cut-off Redis does: without a
+    # socket timeout, the request (and any page that asks Redis) waited for ever.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        down = create_app(make_config(database_url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                                      REDIS_TIMEOUT_SECONDS=1.0))
+        started = time.monotonic()
+        response = down.test_client().get("/healthz")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["checks"]["redis"] == {"status": "error", "error": "TimeoutError"}
+    assert body["checks"]["database"]["status"] == "ok"
+    assert elapsed < 1.0 + 2.0, f"{elapsed:.1f} s"
+    with down.app_context():
+        db.engine.dispose()
