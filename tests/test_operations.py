@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -146,3 +147,30 @@ def test_healthz_is_503_within_the_redis_timeout_when_redis_accepts_and_never_an
     assert elapsed < 1.0 + 2.0, f"{elapsed:.1f} s"
     with down.app_context():
         db.engine.dispose()
+
+
+def test_healthz_is_503_within_the_connect_timeout_when_postgresql_accepts_and_never_answers(app, redis_server):
+    # libpq waits for ever on a server that takes the connection and never answers its start-up message.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"postgresql+psycopg2://nobody:secret@127.0.0.1:{silent.getsockname()[1]}/nothing"
+        down = create_app(make_config(url, app.config["REDIS_URL"], DATABASE_CONNECT_TIMEOUT_SECONDS=2))
+        responses = []
+        # In a thread: a connection that hangs in libpq holds the GIL-free C call, past pytest-timeout's reach.
+        request = threading.Thread(target=lambda: responses.append(down.test_client().get("/healthz")), daemon=True)
+        started = time.monotonic()
+        request.start()
+        request.join(20)
+        elapsed = time.monotonic() - started
+        assert responses, f"no answer after {elapsed:.0f} s"
+        response = responses[0]
+        with down.app_context():
+            db.engine.dispose()
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["checks"]["database"] == {"status": "error", "error": "OperationalError"}
+    assert body["checks"]["redis"]["status"] == "ok"
+    assert "secret" not in response.get_data(as_text=True)
+    # pool_pre_ping's check and the query each connect once: two timeouts at most.
+    assert elapsed < 2 * 2 + 2, f"{elapsed:.1f} s"
