@@ -34,8 +34,8 @@ class Config:
     )
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # PostgreSQL: the longest a new connection may take (libpq waits for ever on a server that takes the
-    # connection and says nothing). Whole seconds, at least 2 (libpq's rule).
-    DATABASE_CONNECT_TIMEOUT_SECONDS = int(os.environ.get("DATABASE_CONNECT_TIMEOUT_SECONDS") or 10)
+    # connection and says nothing), unless DATABASE_URL sets connect_timeout. Whole seconds, at least 2.
+    DATABASE_CONNECT_TIMEOUT_SECONDS = max(2, round(float(os.environ.get("DATABASE_CONNECT_TIMEOUT_SECONDS") or 10)))
     REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     # The longest the app waits on Redis for a connection or one command's answer. Without it, a Redis
     # that accepts connections and then says nothing (an overloaded or partitioned server) holds a page

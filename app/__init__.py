@@ -52,7 +52,9 @@ def create_app(config_class: type = Config) -> Flask:
     if trusted_proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=0)
 
-    if sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql":
+    database_url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if database_url.get_backend_name() == "postgresql" and "connect_timeout" not in database_url.query:
+        # libpq waits for ever on a server that takes the connection and never answers.
         options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
         options["connect_args"] = {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT_SECONDS"],
                                    **options.get("connect_args", {})}

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, g, has_request_context
 from redis import Redis, RedisError
 from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
@@ -247,9 +247,14 @@ def status(user: User, subscription: str) -> dict[str, Any]:
         if task.state_reason:  # a running task may say why it is held back (app.retention: the database is full)
             answer["words"] = f"{STAGE_WORDS[state]}: {task.state_reason}"
         try:
+            if has_request_context() and g.get("redis_unanswered"):
+                # A page lists a status per subscription: one Redis timeout per request is enough.
+                raise RedisError("Redis did not answer earlier in this request")
             alive = job_is_alive(task, current_app.redis, utcnow())
             info = queue_info(task, current_app.redis) if state == TaskState.QUEUED else None
         except RedisError:
+            if has_request_context():
+                g.redis_unanswered = True
             alive, info = None, None  # unknown while Redis is down; the database still says what it says
         if alive is False:
             # The worker running it is gone; a worker resumes it within seconds of being up.

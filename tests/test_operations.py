@@ -137,9 +137,14 @@ def test_healthz_is_503_within_the_redis_timeout_when_redis_accepts_and_never_an
         silent.listen(16)
         down = create_app(make_config(database_url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
                                       REDIS_TIMEOUT_SECONDS=1.0))
+        responses = []
+        request = threading.Thread(target=lambda: responses.append(down.test_client().get("/healthz")), daemon=True)
         started = time.monotonic()
-        response = down.test_client().get("/healthz")
+        request.start()
+        request.join(20)
         elapsed = time.monotonic() - started
+        assert responses, f"no answer after {elapsed:.0f} s"
+        response = responses[0]
     assert response.status_code == 503
     body = response.get_json()
     assert body["checks"]["redis"] == {"status": "error", "error": "TimeoutError"}
@@ -174,3 +179,31 @@ def test_healthz_is_503_within_the_connect_timeout_when_postgresql_accepts_and_n
     assert "secret" not in response.get_data(as_text=True)
     # pool_pre_ping's check and the query each connect once: two timeouts at most.
     assert elapsed < 2 * 2 + 2, f"{elapsed:.1f} s"
+
+
+def test_a_page_of_statuses_waits_on_a_silent_redis_once_not_once_per_subscription(app, database_url):
+    import uuid
+
+    from app import polling
+    from app.models import Task
+
+    alice = create_user(app, "alice")
+    names = [f"projects/test-project/subscriptions/silent-{number}" for number in range(3)]
+    with app.app_context():
+        db.session.add_all(Task(id=uuid.uuid4().hex, name=polling.POLLING_TASK, user_id=alice, subscription=name,
+                                state="polling") for name in names)
+        db.session.commit()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        down = create_app(make_config(database_url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                                      REDIS_TIMEOUT_SECONDS=1.0))
+        with down.test_request_context("/subscriptions.json"):
+            user = db.session.get(User, alice)
+            started = time.monotonic()
+            answers = [polling.status(user, name) for name in names]
+            elapsed = time.monotonic() - started
+            db.engine.dispose()
+    # The database still says what it says: polling, not stalled (whether the job lives is unknown).
+    assert [answer["status"] for answer in answers] == ["polling"] * 3
+    assert elapsed < 1.0 + 1.5, f"{elapsed:.1f} s: Redis was waited on for each subscription"

@@ -11,8 +11,11 @@ from google.pubsub_v1 import PubsubMessage
 from app.explore.export import decoded_data
 from app.pubsub.client import within
 
-# One publish request, retries included: under a web request's 30 s, so that the page can say it failed.
-PUBLISH_TIMEOUT_SECONDS = 20
+# One publish from a page, retries included: well under a web request's 30 s (a replay may first spend
+# 10 s checking the subscription), so that the page can say it failed.
+PUBLISH_TIMEOUT_SECONDS = 15
+# Each publish request of `flask replay`, which has no request to answer: the client's own retries go on.
+REPLAY_TIMEOUT_SECONDS = 30
 # Pub/Sub takes up to 1,000 messages and 10 MB per publish request.
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 8 * 1024 * 1024
@@ -59,7 +62,7 @@ def publish_jsonl(publisher, topic: str, lines: Iterable[str]) -> int:
     def flush() -> None:
         nonlocal published, batch, batch_bytes
         if batch:
-            response = publisher.publish(request={"topic": topic, "messages": batch}, **within(PUBLISH_TIMEOUT_SECONDS))
+            response = publisher.publish(request={"topic": topic, "messages": batch}, timeout=REPLAY_TIMEOUT_SECONDS)
             published += len(response.message_ids)
             batch, batch_bytes = [], 0
 

@@ -46,7 +46,9 @@ def publish(topic: str, data: bytes, attributes: dict[str, str], ordering_key: s
         return None, f"Topic {path} does not exist."
     except api_exceptions.PermissionDenied:
         return None, f"Permission denied on {path}: the service account needs roles/pubsub.publisher."
-    except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
+    except api_exceptions.RetryError:
+        return None, f"Pub/Sub did not answer while publishing to {path}. Try again shortly."
+    except api_exceptions.GoogleAPICallError as error:
         return None, f"Publishing to {path} failed: {error.__class__.__name__}"
     finally:
         publisher.transport.close()

@@ -52,10 +52,13 @@ def within(seconds: float) -> dict[str, Any]:
 
     A call's `timeout` alone bounds each attempt, not the call: its default retry goes on trying an
     unreachable Pub/Sub for 60 s (publish, 10 minutes), past a web request's 30 s and a Stop's 2 s.
-    Running out of time raises RetryError (CALL_ERRORS holds both kinds of failure).
+    Given with a retry, `timeout` is what is left of `seconds` for each attempt, but an attempt that
+    starts with under a second left gets all of `seconds` again (google.api_core.timeout), so no
+    retry starts in the last second. Running out of time raises RetryError, and an attempt that
+    hangs, DeadlineExceeded (CALL_ERRORS holds both kinds of failure).
     """
     retry = Retry(predicate=if_exception_type(*TRANSIENT_ERRORS), initial=0.1, maximum=1.0, multiplier=1.3,
-                  timeout=seconds)
+                  timeout=max(0.0, seconds - 1.0))
     return {"retry": retry, "timeout": seconds}
 
 

@@ -24,8 +24,8 @@ from app.pubsub.client import SetupError, make_publisher_client, make_subscriber
 
 # The longest one call to Pub/Sub takes, retries included (app.pubsub.client.within).
 CALL_TIMEOUT_SECONDS = 10
-# Taps deleted at once when a user goes (each call waits up to CALL_TIMEOUT_SECONDS).
-MAX_PARALLEL_DELETES = 16
+# Taps deleted at once when a user goes (each call takes up to CALL_TIMEOUT_SECONDS).
+MAX_PARALLEL_DELETES = 64
 TAP_LABELS = {"created-by": "pubsub-monitor"}
 # Pub/Sub's own minimum for an expiration policy's time to live.
 MIN_TAP_EXPIRATION_DAYS = 1
