@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +13,7 @@ from app.extensions import db
 from app.models import User, UserItem
 from tests.bulk import insert_rows, item_row
 from tests.conftest import create_user, make_config
+from tests.support import answer_within, silent_server
 
 
 def item_count(app, user_id: int | None = None) -> int:
@@ -130,21 +130,10 @@ def test_deploy_gives_the_admin_the_default_subscription_once(app, runner):
 
 
 def test_healthz_is_503_within_the_redis_timeout_when_redis_accepts_and_never_answers(app, database_url):
-    # A server that takes connections and says nothing, as an overloaded or cut-off Redis does: without a
-    # socket timeout, the request (and any page that asks Redis) waited for ever.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        down = create_app(make_config(database_url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
-                                      REDIS_TIMEOUT_SECONDS=1.0))
-        responses = []
-        request = threading.Thread(target=lambda: responses.append(down.test_client().get("/healthz")), daemon=True)
-        started = time.monotonic()
-        request.start()
-        request.join(20)
-        elapsed = time.monotonic() - started
-        assert responses, f"no answer after {elapsed:.0f} s"
-        response = responses[0]
+    # Without a socket timeout, the request (and any page that asks Redis) waited for ever.
+    with silent_server() as port:
+        down = create_app(make_config(database_url, f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT_SECONDS=1.0))
+        response, elapsed = answer_within(lambda: down.test_client().get("/healthz"), 20)
     assert response.status_code == 503
     body = response.get_json()
     assert body["checks"]["redis"] == {"status": "error", "error": "TimeoutError"}
@@ -156,20 +145,10 @@ def test_healthz_is_503_within_the_redis_timeout_when_redis_accepts_and_never_an
 
 def test_healthz_is_503_within_the_connect_timeout_when_postgresql_accepts_and_never_answers(app, redis_server):
     # libpq waits for ever on a server that takes the connection and never answers its start-up message.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        url = f"postgresql+psycopg2://nobody:secret@127.0.0.1:{silent.getsockname()[1]}/nothing"
+    with silent_server() as port:
+        url = f"postgresql+psycopg2://nobody:secret@127.0.0.1:{port}/nothing"
         down = create_app(make_config(url, app.config["REDIS_URL"], DATABASE_CONNECT_TIMEOUT_SECONDS=2))
-        responses = []
-        # In a thread: a connection that hangs in libpq holds the GIL-free C call, past pytest-timeout's reach.
-        request = threading.Thread(target=lambda: responses.append(down.test_client().get("/healthz")), daemon=True)
-        started = time.monotonic()
-        request.start()
-        request.join(20)
-        elapsed = time.monotonic() - started
-        assert responses, f"no answer after {elapsed:.0f} s"
-        response = responses[0]
+        response, elapsed = answer_within(lambda: down.test_client().get("/healthz"), 20)
         with down.app_context():
             db.engine.dispose()
     assert response.status_code == 503
@@ -193,11 +172,8 @@ def test_a_page_of_statuses_waits_on_a_silent_redis_once_not_once_per_subscripti
         db.session.add_all(Task(id=uuid.uuid4().hex, name=polling.POLLING_TASK, user_id=alice, subscription=name,
                                 state="polling") for name in names)
         db.session.commit()
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        down = create_app(make_config(database_url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
-                                      REDIS_TIMEOUT_SECONDS=1.0))
+    with silent_server() as port:
+        down = create_app(make_config(database_url, f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT_SECONDS=1.0))
         with down.test_request_context("/subscriptions.json"):
             user = db.session.get(User, alice)
             started = time.monotonic()

@@ -8,7 +8,6 @@ port (127.0.0.1:9), so each attempt fails at once and only the retry decides how
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -21,6 +20,7 @@ from app.pubsub.filtering import LocalFilter
 from app.pubsub.sources import Batch, PullSource
 from app.subscriptions import checks, taps
 from tests.conftest import AuthActions, create_user
+from tests.support import silent_server
 
 UNREACHABLE = "127.0.0.1:9"
 BOUND = 2.0  # each call's time in these tests, set on the module that owns it (retries in its first second)
@@ -51,23 +51,24 @@ def timed(call):
     return result, time.monotonic() - started
 
 
-def test_adding_a_subscription_says_pubsub_did_not_answer_within_the_checks_time(unreachable):
-    client, token = signed_in(unreachable, "alice")
+def add_subscription(app) -> tuple[str, float]:
+    """Submit the form that adds an existing subscription; the page's words and the seconds it took."""
+    client, token = signed_in(app, "alice")
     page, elapsed = timed(lambda: client.post("/subscriptions", data={"name": "orders", "csrf_token": token}))
-    text = " ".join(page.get_data(as_text=True).split())
+    return " ".join(page.get_data(as_text=True).split()), elapsed
+
+
+def test_adding_a_subscription_says_pubsub_did_not_answer_within_the_checks_time(unreachable):
+    text, elapsed = add_subscription(unreachable)
     assert "Pub/Sub did not answer about projects/test-project/subscriptions/orders" in text
     assert elapsed < LIMIT, f"{elapsed:.1f} s"
 
 
 def test_a_pubsub_that_takes_the_connection_and_never_answers_costs_the_checks_time_too(unreachable):
     # Each attempt then hangs until its timeout, which is what is left of the call's time.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        unreachable.config["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{silent.getsockname()[1]}"
-        client, token = signed_in(unreachable, "alice")
-        page, elapsed = timed(lambda: client.post("/subscriptions", data={"name": "orders", "csrf_token": token}))
-    text = " ".join(page.get_data(as_text=True).split())
+    with silent_server() as port:
+        unreachable.config["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+        text, elapsed = add_subscription(unreachable)
     assert "Pub/Sub did not answer about projects/test-project/subscriptions/orders" in text
     assert elapsed < LIMIT, f"{elapsed:.1f} s"
 
