@@ -389,12 +389,13 @@ class PullSource:
         self._acks.put(batch)
 
     def _ack_loop(self) -> None:
+        bound = within(SETTLE_CALL_SECONDS)
         while (batch := self._acks.get()) is not None:
             started = time.thread_time()
             for start in range(0, len(batch.handles), 1000):
                 try:
                     self.client.acknowledge(subscription=self.subscription_path,
-                                            ack_ids=batch.handles[start : start + 1000], **within(SETTLE_CALL_SECONDS))
+                                            ack_ids=batch.handles[start : start + 1000], **bound)
                 except CALL_ERRORS as error:
                     # A lost ack means a redelivery, which the unique key absorbs.
                     log.warning("acknowledge failed (the messages will be redelivered and stored once): %s", error)

@@ -8,7 +8,7 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1 import Subscription
 
-from app.pubsub.client import SetupError, make_subscriber_client, subscription_path, within
+from app.pubsub.client import CALL_ERRORS, SetupError, make_subscriber_client, subscription_path, within
 
 CHECK_TIMEOUT_SECONDS = 10
 
@@ -39,7 +39,7 @@ def fetch_subscription(config: Mapping[str, Any], name: str) -> Subscription:
         ) from None
     except api_exceptions.InvalidArgument as error:
         raise SubscriptionUnavailable(f"{path} is not a valid subscription name: {error.message}") from None
-    except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
+    except CALL_ERRORS as error:
         raise SubscriptionUnavailable(
             f"Pub/Sub did not answer about {path}: {error.__class__.__name__}. Try again shortly."
         ) from None

@@ -20,7 +20,7 @@ from google.api_core import exceptions as api_exceptions
 from google.protobuf import duration_pb2
 
 from app import filterlang
-from app.pubsub.client import SetupError, make_publisher_client, make_subscriber_client, within
+from app.pubsub.client import CALL_ERRORS, SetupError, make_publisher_client, make_subscriber_client, within
 
 # The longest one call to Pub/Sub takes, retries included (app.pubsub.client.within).
 CALL_TIMEOUT_SECONDS = 10
@@ -262,7 +262,7 @@ def _list_page(config: Mapping[str, Any], what: str, make_client, lister, close,
             return list(getattr(response, what)), response.next_page_token
         finally:
             close(client)
-    except (SetupError, api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as error:
+    except (SetupError, *CALL_ERRORS) as error:
         raise BrowseError(describe_browse_error(error, what, project)) from None
 
 
