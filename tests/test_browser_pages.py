@@ -240,8 +240,14 @@ def test_a_large_binary_message_shows_the_start_of_its_hex_and_offers_the_downlo
     download = cut.get_by_role("link", name="download")
     assert len(page.request.get(download.get_attribute("href")).body()) == len(data)
     for width in (1366, 375):
+        # Each row is a block (a grid on a phone), not a line of one text of 4,096 lines: crossing
+        # the phone breakpoint re-laid that text out for 35 s, the page frozen.
         page.set_viewport_size({"width": width, "height": 900})
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+        rows = page.locator(".hex-row")
+        assert rows.first.evaluate("row => getComputedStyle(row).display") == ("block" if width > 576 else "grid")
+        first, second = rows.nth(0).bounding_box(), rows.nth(1).bounding_box()
+        assert second["y"] == pytest.approx(first["y"] + first["height"], abs=0.5), "a gap between hex rows"
         cut.scroll_into_view_if_needed()
         shoot(page, f"detail-binary-{scheme}-{width}.png", full_page=False)
 
