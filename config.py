@@ -1,5 +1,6 @@
 """Configuration: the one place that reads the environment."""
 
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,26 @@ def _flag(name: str, default: str = "") -> bool:
     return os.environ.get(name, default).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _number(name: str, default: float, minimum: float, whole: bool = False) -> int | float:
+    """The environment's `name` as a number (a whole one if `whole`), or `default` when unset or blank.
+
+    A value that is not a number, or is below `minimum`, stops the app at start with an error that
+    names the setting, not a bare "could not convert string to float" or an app that misbehaves later
+    (a negative timeout fails every call; a page size of 0 lists nothing).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return int(default) if whole else float(default)
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"{name} must be {kind}, at least {minimum:g}; it is {raw!r} (unset, it is {default:g})")
+    return value
+
+
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
     SQLALCHEMY_DATABASE_URI = normalise_database_url(
@@ -35,13 +56,13 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # PostgreSQL: the longest a new connection may take (libpq waits for ever on a server that takes the
     # connection and says nothing), unless DATABASE_URL sets connect_timeout. Whole seconds, at least 2.
-    DATABASE_CONNECT_TIMEOUT_SECONDS = max(2, round(float(os.environ.get("DATABASE_CONNECT_TIMEOUT_SECONDS") or 10)))
+    DATABASE_CONNECT_TIMEOUT_SECONDS = max(2, round(_number("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=0.1)))
     REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     # The longest the app waits on Redis for a connection or one command's answer. Without it, a Redis
     # that accepts connections and then says nothing (an overloaded or partitioned server) holds a page
     # until gunicorn kills it at 30 s, and a job's heartbeat for ever. Longer than any command the app
     # blocks on (the courier's BLPOP waits 0.5 s).
-    REDIS_TIMEOUT_SECONDS = float(os.environ.get("REDIS_TIMEOUT_SECONDS") or 5)
+    REDIS_TIMEOUT_SECONDS = _number("REDIS_TIMEOUT_SECONDS", 5, minimum=0.1)
     RQ_QUEUE = os.environ.get("RQ_QUEUE") or "gcpubsub-tasks"
 
     GCP_PROJECT_ID = os.environ.get("GCP_PROJECT_ID") or "local-project"
@@ -62,34 +83,34 @@ class Config:
     PYGMENTS_DARK_STYLE = os.environ.get("PYGMENTS_DARK_STYLE") or "github-dark"
     ITEMS_PER_PAGE = 50
     # A user's notifications older than this are pruned whenever they get a new one.
-    NOTIFICATION_RETENTION_SECONDS = int(os.environ.get("NOTIFICATION_RETENTION_SECONDS") or 3600)
+    NOTIFICATION_RETENTION_SECONDS = _number("NOTIFICATION_RETENTION_SECONDS", 3600, minimum=1, whole=True)
     # Memory each web process gives to rendered item rows (a Cloud Build message's row is about
     # 5 kB, so 32 MB holds some 6,000): many tabs watching one user render each row once.
-    RENDERED_ROWS_CACHE_MB = int(os.environ.get("RENDERED_ROWS_CACHE_MB") or 32)
+    RENDERED_ROWS_CACHE_MB = _number("RENDERED_ROWS_CACHE_MB", 32, minimum=1, whole=True)
     # Most pullers or streams one polling task may run at once (POST /polling_pubsub streams=N).
-    MAX_POLLING_STREAMS = int(os.environ.get("MAX_POLLING_STREAMS") or 8)
+    MAX_POLLING_STREAMS = _number("MAX_POLLING_STREAMS", 8, minimum=1, whole=True)
     # Most polling tasks one user may have waiting or running at once (admins included).
-    MAX_TASKS_PER_USER = int(os.environ.get("MAX_TASKS_PER_USER") or 5)
+    MAX_TASKS_PER_USER = _number("MAX_TASKS_PER_USER", 5, minimum=1, whole=True)
     # Retention (app.retention): stored messages older than this many days are deleted by the
     # worker's maintenance step, every RETENTION_INTERVAL_SECONDS; 0 keeps them forever. An admin
     # may override the days per subscription on /admin/storage.
     # Decimals are allowed (0.5 keeps twelve hours): a small plan may not hold a day of a busy topic.
-    MESSAGE_RETENTION_DAYS = float(os.environ.get("MESSAGE_RETENTION_DAYS") or 30)
-    RETENTION_INTERVAL_SECONDS = int(os.environ.get("RETENTION_INTERVAL_SECONDS") or 3600)
+    MESSAGE_RETENTION_DAYS = _number("MESSAGE_RETENTION_DAYS", 30, minimum=0)
+    RETENTION_INTERVAL_SECONDS = _number("RETENTION_INTERVAL_SECONDS", 3600, minimum=1, whole=True)
     # The database plan's size in MB (docs/retention.md lists Heroku's); admins are warned at 80%
     # and 95% of it. 0: no limit known, no warning.
-    DATABASE_SIZE_LIMIT_MB = float(os.environ.get("DATABASE_SIZE_LIMIT_MB") or 0)
+    DATABASE_SIZE_LIMIT_MB = _number("DATABASE_SIZE_LIMIT_MB", 0, minimum=0)
     # Taps (subscriptions the app creates on a topic for one user) expire after this many days
     # without a pull (Pub/Sub's expiration policy; its minimum is 1 day). An idle tap then goes
     # away by itself even if the app never removes it.
-    TAP_EXPIRATION_DAYS = int(os.environ.get("TAP_EXPIRATION_DAYS", "").strip() or 7)
+    TAP_EXPIRATION_DAYS = _number("TAP_EXPIRATION_DAYS", 7, minimum=0, whole=True)
     # How long removing a tap waits for its polling job to let go before deleting the subscription.
-    TAP_STOP_WAIT_SECONDS = float(os.environ.get("TAP_STOP_WAIT_SECONDS") or 15)
+    TAP_STOP_WAIT_SECONDS = _number("TAP_STOP_WAIT_SECONDS", 15, minimum=0)
     # Topics and subscriptions per page on /project (Pub/Sub pages its listings with tokens).
-    BROWSE_PAGE_SIZE = int(os.environ.get("BROWSE_PAGE_SIZE") or 50)
+    BROWSE_PAGE_SIZE = _number("BROWSE_PAGE_SIZE", 50, minimum=1, whole=True)
     # The most stored messages a filter dry-run (/filter_check), or a search whose filter expression
     # the database cannot answer alone, reads per request, newest first.
-    FILTER_SCAN_MAX_MESSAGES = int(os.environ.get("FILTER_SCAN_MAX_MESSAGES") or 5000)
+    FILTER_SCAN_MAX_MESSAGES = _number("FILTER_SCAN_MAX_MESSAGES", 5000, minimum=1, whole=True)
     BOOTSTRAP_SERVE_LOCAL = True
     WTF_CSRF_TIME_LIMIT = None
 
@@ -100,9 +121,9 @@ class Config:
     SIGN_IN_LIMIT_PER_USERNAME_AND_ADDRESS = os.environ.get("SIGN_IN_LIMIT_PER_USERNAME_AND_ADDRESS") or "5/minute"
     # Instead, after this many failures for one username within a minute (from any address),
     # every attempt for it waits, doubling from SIGN_IN_SLOWDOWN_SECONDS up to the maximum.
-    SIGN_IN_SLOWDOWN_AFTER = int(os.environ.get("SIGN_IN_SLOWDOWN_AFTER") or 5)
-    SIGN_IN_SLOWDOWN_SECONDS = float(os.environ.get("SIGN_IN_SLOWDOWN_SECONDS") or 0.25)
-    SIGN_IN_SLOWDOWN_MAX_SECONDS = float(os.environ.get("SIGN_IN_SLOWDOWN_MAX_SECONDS") or 2.0)
+    SIGN_IN_SLOWDOWN_AFTER = _number("SIGN_IN_SLOWDOWN_AFTER", 5, minimum=0, whole=True)
+    SIGN_IN_SLOWDOWN_SECONDS = _number("SIGN_IN_SLOWDOWN_SECONDS", 0.25, minimum=0)
+    SIGN_IN_SLOWDOWN_MAX_SECONDS = _number("SIGN_IN_SLOWDOWN_MAX_SECONDS", 2.0, minimum=0)
     # Wrong current passwords allowed per signed-in user when changing the password.
     CHANGE_PASSWORD_LIMIT_PER_USER = os.environ.get("CHANGE_PASSWORD_LIMIT_PER_USER") or "5/minute"
     # Storage defaults to REDIS_URL (app.security). A moving window means "in any 60 s",
@@ -117,7 +138,7 @@ class Config:
     # How many proxies in front of the app set X-Forwarded-For and -Proto: Heroku's router
     # (DYNO is set on Heroku), else none, so that a client reaching gunicorn directly cannot
     # choose its address or scheme. Read by ProxyFix and by gunicorn.conf.py.
-    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES") or (1 if os.environ.get("DYNO") else 0))
+    TRUSTED_PROXIES = _number("TRUSTED_PROXIES", 1 if os.environ.get("DYNO") else 0, minimum=0, whole=True)
     # In production (Heroku), plain HTTP is redirected to HTTPS, except the health check.
     HTTPS_REDIRECT = _flag("HTTPS_REDIRECT", "1" if os.environ.get("DYNO") else "")
 
@@ -139,18 +160,18 @@ class Config:
     ALERT_ALLOW_PRIVATE_TARGETS = _flag("ALERT_ALLOW_PRIVATE_TARGETS")
     # Single deliveries per rule per ALERT_RATE_WINDOW_SECONDS; firings beyond it are counted
     # into one digest delivery, sent ALERT_DIGEST_SECONDS after its first firing.
-    ALERT_MAX_PER_MINUTE = int(os.environ.get("ALERT_MAX_PER_MINUTE") or 60)
-    ALERT_RATE_WINDOW_SECONDS = float(os.environ.get("ALERT_RATE_WINDOW_SECONDS") or 60)
-    ALERT_DIGEST_SECONDS = float(os.environ.get("ALERT_DIGEST_SECONDS") or 60)
+    ALERT_MAX_PER_MINUTE = _number("ALERT_MAX_PER_MINUTE", 60, minimum=0, whole=True)
+    ALERT_RATE_WINDOW_SECONDS = _number("ALERT_RATE_WINDOW_SECONDS", 60, minimum=1)
+    ALERT_DIGEST_SECONDS = _number("ALERT_DIGEST_SECONDS", 60, minimum=0)
     # A failed delivery is retried after ALERT_BACKOFF_SECONDS, doubling up to an hour between
     # tries, until ALERT_RETRY_HOURS after the firing; then it is marked failed.
-    ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS") or 10)
-    ALERT_RETRY_HOURS = float(os.environ.get("ALERT_RETRY_HOURS") or 24)
-    ALERT_TIMEOUT_SECONDS = float(os.environ.get("ALERT_TIMEOUT_SECONDS") or 5)
+    ALERT_BACKOFF_SECONDS = _number("ALERT_BACKOFF_SECONDS", 10, minimum=0.1)
+    ALERT_RETRY_HOURS = _number("ALERT_RETRY_HOURS", 24, minimum=0)
+    ALERT_TIMEOUT_SECONDS = _number("ALERT_TIMEOUT_SECONDS", 5, minimum=0.1)
     # A delivery claimed this long ago and not finished belongs to a worker that died: it is
     # delivered again (at least once; the receiver dedups on X-PubSub-Monitor-Delivery).
-    ALERT_LEASE_SECONDS = float(os.environ.get("ALERT_LEASE_SECONDS") or 60)
+    ALERT_LEASE_SECONDS = _number("ALERT_LEASE_SECONDS", 60, minimum=1)
     # Delivered and failed alerts older than this are deleted by the workers' maintenance step.
-    ALERT_HISTORY_DAYS = float(os.environ.get("ALERT_HISTORY_DAYS") or 30)
+    ALERT_HISTORY_DAYS = _number("ALERT_HISTORY_DAYS", 30, minimum=0)
     # The app's address as its users reach it, for the message links in alert bodies.
     PUBLIC_URL = (os.environ.get("PUBLIC_URL") or "http://localhost:5000").rstrip("/")
