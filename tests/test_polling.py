@@ -12,6 +12,7 @@ from google.cloud import pubsub_v1
 
 from app.extensions import db
 from app.models import Notification, Task, UserItem
+from app.worker import MAINTENANCE_SECONDS
 from tests.conftest import ROOT, TEST_PROJECT, create_user, holds_for, wait_until
 from tests.test_subscriptions import make_subscription
 
@@ -100,9 +101,9 @@ def test_a_subscription_deleted_in_pubsub_fails_with_its_reason_until_dismissed(
     assert failed["state"] == "failed" and doomed["path"] in failed["reason"]
     assert "not found" in failed["reason"]
 
-    # Nothing fades: the failure is reported all through the next minute (four worker maintenance
-    # passes and twelve page polls), and after it.
-    failure_kept_window_seconds = 60
+    # Nothing fades: the failure is reported all through the next two worker maintenance passes
+    # (MAINTENANCE_SECONDS apart) and the page polls between them, and after them.
+    failure_kept_window_seconds = 2 * MAINTENANCE_SECONDS + 2
     holds_for(lambda: (status(client, doomed["name"])["status"], status(client, doomed["name"])["reason"])
               == ("failed", failed["reason"]), failure_kept_window_seconds, interval=2,
               message="the failure on GET /polling_pubsub")
