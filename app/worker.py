@@ -95,6 +95,12 @@ class AlertCourier(threading.Thread):
 
 
 class PollingWorker(HerokuWorker):
+    # On SIGTERM, HerokuWorker lets the running job go on for this long before it raises
+    # ShutDownImminentException in it, in case the job is about to finish. A polling job never
+    # finishes by itself (alert deliveries run in this process, not the work horse), so the wait
+    # only took 6 s of Heroku's 30 before the job wrote and acked what it held and let go.
+    imminent_shutdown_delay = 0
+
     def __init__(self, *args, **kwargs):
         kwargs["maintenance_interval"] = MAINTENANCE_SECONDS
         super().__init__(*args, **kwargs)
