@@ -259,6 +259,29 @@ def test_status_box_and_button_follow_the_task_state_and_a_failure_stays_until_d
     expect(alert).to_be_hidden()
 
 
+def test_the_stored_count_changes_with_the_rows_it_counts(app, browser_context):
+    """The status box's count follows the rows on the page, not only the job's progress
+    notifications (at most one every 5 s): it never says "0 stored" above the rows it stored."""
+    import sqlalchemy as sa
+
+    from app.extensions import db
+    from app.models import Task, utcnow
+
+    context, _ = browser_context
+    user_id = create_user(app, "alice")
+    task_id = add_task(app, user_id, app.config["SUBSCRIPTION_NAME"], state="polling", heartbeat_at=utcnow())
+    page = sign_in(context)
+    expect(page.locator("#current-task")).to_have_attribute("data-status", "polling")
+    expect(page.locator("#task-count")).to_have_text("0 stored")
+    # As the worker's writer commits a batch: the task's count with the rows, and no notification.
+    with app.app_context():
+        db.session.execute(sa.update(Task).where(Task.id == task_id).values(stored_count=2, heartbeat_at=utcnow()))
+        db.session.commit()
+    store_items(app, user_id, [{"data": {"n": 1}}, {"data": {"n": 2}}])
+    expect(page.locator("#useritems tr.useritem")).to_have_count(2, timeout=LIVE_UPDATE_MS)
+    expect(page.locator("#task-count")).to_have_text("2 stored", timeout=2_000)
+
+
 def test_live_page_follows_the_selected_subscription_and_keeps_it_across_a_reload(app, browser_context):
     context, _ = browser_context
     user_id = create_user(app, "alice", subscriptions=("first-sub", "second-sub"))

@@ -51,6 +51,8 @@ def test_journey_start_polling_receive_messages_live_then_stop(
     assert len(published) == 3
     rows = page.locator("#useritems tr.useritem")
     expect(rows).to_have_count(3, timeout=LIVE_UPDATE_MS)
+    # The status box counts them as soon as they show, not at the job's next progress report.
+    expect(page.locator("#task-count")).to_have_text("3 stored", timeout=2_000)
     shown = rows.all_inner_texts()
     for message in published:
         # The emulator numbers its messages 1, 2, 3: match the id cell exactly.

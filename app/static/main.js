@@ -161,6 +161,10 @@ $(function () {
       if (!oldestId && reply.ids.length) { oldestId = reply.ids[0]; }
       // A burst is caught up a page at a time, without waiting for the next tick.
       if (reply.more) { setTimeout(pollItems, 200); }
+      // New rows: the status box's count is read again now, not at the job's next progress
+      // notification (up to 5 s later, then up to 5 s to the page's next tick), so that the box
+      // never says "0 stored" above the rows it stored. The worker commits a row and the count together.
+      else if (reply.ids.length) { refreshStatus(); }
     });
   }
 
