@@ -70,13 +70,15 @@ def test_an_admin_sets_and_clears_a_subscriptions_retention_and_the_pass_follows
                                                              "days": "2", "csrf_token": token})
     assert response.status_code == 303
     page = client.get("/admin/storage").get_data(as_text=True)
-    assert "alice&#39;s messages of orders are now kept for 2 days." in page
+    assert ("alice&#39;s messages of orders are now kept for 2 days. Older ones are deleted at the next "
+            "retention pass.") in page
     with app.app_context():
         assert retention.retention_days_of(alice, full("orders")) == 2
         assert retention.apply_retention() == (1, True)  # the three-day-old one
     # The admin's default subscription has no row in their list until a retention is set.
-    client.post("/admin/storage/retention", data={"user_id": str(admin), "subscription": "monitor-sub",
-                                                  "days": "0", "csrf_token": token})
+    forever = client.post("/admin/storage/retention", data={"user_id": str(admin), "subscription": "monitor-sub",
+                                                            "days": "0", "csrf_token": token}, follow_redirects=True)
+    assert "root&#39;s messages of monitor-sub are now kept forever.</" in forever.get_data(as_text=True)
     with app.app_context():
         assert retention.retention_days_of(admin, full("monitor-sub")) == 0
     client.post("/admin/storage/retention", data={"user_id": str(alice), "subscription": full("orders"),

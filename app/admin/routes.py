@@ -182,8 +182,10 @@ def set_retention():
     current_app.logger.info("Admin %s set the retention of %s for %s to %s", current_user.username, subscription,
                             user.username, "the default" if form.days.data is None else f"{form.days.data} days")
     kept = "the default" if form.days.data is None else ("forever" if form.days.data == 0 else f"{form.days.data} days")
+    # Nothing is deleted here: say when older messages go, not only the new rule.
+    when = "" if form.days.data == 0 else " Older ones are deleted at the next retention pass."
     flash(f"{user.username}'s messages of {short_subscription(subscription, current_app.config['GCP_PROJECT_ID'])} "
-          f"are now kept {'for ' if form.days.data else ''}{kept}.", "success")
+          f"are now kept {'for ' if form.days.data else ''}{kept}.{when}", "success")
     return redirect(url_for("admin.storage")), 303
 
 
