@@ -13,6 +13,11 @@ from app.logs import configure_logging
 from app.redis_connection import Redis
 from config import DEV_SECRET_KEY, Config
 
+# libpq's TCP keepalives: a PostgreSQL server that stops answering probes is given up after about
+# a minute (30 s idle, then 3 probes 10 s apart), and the query fails as an outage, which the pages
+# and the polling job already handle, instead of waiting hours.
+POSTGRESQL_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
 
 def _enable_sqlite_wal(app: Flask) -> None:
     """WAL lets the web process read while the worker writes."""
@@ -53,10 +58,13 @@ def create_app(config_class: type = Config) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=0)
 
     database_url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
-    if database_url.get_backend_name() == "postgresql" and "connect_timeout" not in database_url.query:
-        # libpq waits for ever on a server that takes the connection and never answers.
+    if database_url.get_backend_name() == "postgresql":
+        # libpq waits for ever on a server that takes the connection and never answers; and on an open
+        # connection whose server is gone without a word (a failover, a dropped NAT mapping), a query
+        # waits for the system's TCP keepalive, two hours by default. Settings in DATABASE_URL win.
+        extra = {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT_SECONDS"], **POSTGRESQL_KEEPALIVES}
         options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-        options["connect_args"] = {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT_SECONDS"],
+        options["connect_args"] = {**{name: value for name, value in extra.items() if name not in database_url.query},
                                    **options.get("connect_args", {})}
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)

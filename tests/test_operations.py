@@ -160,6 +160,34 @@ def test_healthz_is_503_within_the_connect_timeout_when_postgresql_accepts_and_n
     assert elapsed < 2 * 2 + 2, f"{elapsed:.1f} s"
 
 
+def keepalive_settings(app) -> dict[str, int]:
+    """The TCP keepalive options on the socket of one of the app's PostgreSQL connections."""
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        try:
+            with socket.fromfd(raw.driver_connection.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+                return {"on": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                        "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                        "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                        "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)}
+        finally:
+            raw.close()
+
+
+def test_postgresql_connections_give_up_on_a_vanished_server_within_a_minute(app, database_url, require_postgres):
+    # A server gone without a word (failover, a dropped NAT mapping) answers no keepalive probe: the
+    # connection fails after 30 + 3 x 10 s instead of the system's default of two hours and more.
+    assert keepalive_settings(app) == {"on": 1, "idle": 30, "interval": 10, "count": 3}
+    # DATABASE_URL's own settings win.
+    separator = "&" if "?" in database_url else "?"
+    own = create_app(make_config(database_url + f"{separator}keepalives_idle=5", app.config["REDIS_URL"]))
+    try:
+        assert keepalive_settings(own) == {"on": 1, "idle": 5, "interval": 10, "count": 3}
+    finally:
+        with own.app_context():
+            db.engine.dispose()
+
+
 def test_a_page_of_statuses_waits_on_a_silent_redis_once_not_once_per_subscription(app, database_url):
     import uuid
 
