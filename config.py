@@ -40,9 +40,10 @@ def _number(name: str, default: float, minimum: float, whole: bool = False) -> i
         return int(default) if whole else float(default)
     try:
         value = int(raw) if whole else float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < minimum:
+        refused = not math.isfinite(value) or value < minimum
+    except (ValueError, OverflowError):  # OverflowError: a whole number of hundreds of digits
+        refused = True
+    if refused:
         kind = "a whole number" if whole else "a number"
         raise ValueError(f"{name} must be {kind}, at least {minimum:g}; it is {raw!r} (unset, it is {default:g})")
     return value
@@ -56,7 +57,7 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # PostgreSQL: the longest a new connection may take (libpq waits for ever on a server that takes the
     # connection and says nothing), unless DATABASE_URL sets connect_timeout. Whole seconds, at least 2.
-    DATABASE_CONNECT_TIMEOUT_SECONDS = max(2, round(_number("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=0.1)))
+    DATABASE_CONNECT_TIMEOUT_SECONDS = round(_number("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=2))
     REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     # The longest the app waits on Redis for a connection or one command's answer. Without it, a Redis
     # that accepts connections and then says nothing (an overloaded or partitioned server) holds a page
@@ -103,7 +104,7 @@ class Config:
     # Taps (subscriptions the app creates on a topic for one user) expire after this many days
     # without a pull (Pub/Sub's expiration policy; its minimum is 1 day). An idle tap then goes
     # away by itself even if the app never removes it.
-    TAP_EXPIRATION_DAYS = _number("TAP_EXPIRATION_DAYS", 7, minimum=0, whole=True)
+    TAP_EXPIRATION_DAYS = _number("TAP_EXPIRATION_DAYS", 7, minimum=1, whole=True)
     # How long removing a tap waits for its polling job to let go before deleting the subscription.
     TAP_STOP_WAIT_SECONDS = _number("TAP_STOP_WAIT_SECONDS", 15, minimum=0)
     # Topics and subscriptions per page on /project (Pub/Sub pages its listings with tokens).

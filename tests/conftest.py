@@ -166,7 +166,8 @@ def drop_schema(app) -> None:
             connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
 
 
-# Everything that makes up a PostgreSQL schema's shape: columns, indexes and constraints.
+# Everything that makes up a PostgreSQL schema's shape: columns, indexes, constraints, triggers
+# (a test may add one, as the disk-full test does) and functions.
 SCHEMA_FINGERPRINT = sa.text("""
     SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), '')) FROM (
         SELECT format('%s.%s %s %s %s', table_name, column_name, data_type, is_nullable, column_default) AS item
@@ -176,6 +177,13 @@ SCHEMA_FINGERPRINT = sa.text("""
         UNION ALL
         SELECT format('%s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
           FROM pg_constraint WHERE connamespace = current_schema()::regnamespace
+        UNION ALL
+        SELECT pg_get_triggerdef(trigger.oid) FROM pg_trigger AS trigger
+          JOIN pg_class AS owner ON owner.oid = trigger.tgrelid
+         WHERE NOT trigger.tgisinternal AND owner.relnamespace = current_schema()::regnamespace
+        UNION ALL
+        SELECT format('function %s(%s)', proname, pg_get_function_identity_arguments(oid))
+          FROM pg_proc WHERE pronamespace = current_schema()::regnamespace
     ) AS shape""")
 # Per PostgreSQL database URL: the fingerprint of the schema db.create_all() last made there.
 _created_schemas: dict[str, str] = {}
@@ -186,12 +194,17 @@ def fresh_schema(app, database_url: str) -> None:
 
     On PostgreSQL, dropping and creating the tables costs about 0.3 s a test, most of the
     PostgreSQL pass's overhead. When the schema still has exactly the shape create_all() gave it
-    (no test migrated, dropped or altered anything since), emptying its tables is enough.
+    (no test migrated, dropped, altered or added a trigger to anything since), emptying its tables
+    is enough.
     """
     with app.app_context():
         if db.engine.dialect.name == "postgresql":
             with db.engine.begin() as connection:
                 if _created_schemas.get(database_url) == connection.execute(SCHEMA_FINGERPRINT).scalar():
+                    # As TRUNCATE did: wait for any straggling writer's transaction, and keep out the
+                    # next until the tables are empty, so no row it commits outlives the emptying.
+                    tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+                    connection.execute(sa.text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
                     for table in reversed(db.metadata.sorted_tables):
                         connection.execute(table.delete())
                     for sequence in connection.execute(sa.text(

@@ -54,6 +54,7 @@ def test_a_numeric_setting_reads_the_environment_or_its_default(monkeypatch, raw
 
 @pytest.mark.parametrize(("raw", "whole"), [
     ("-1", False), ("0", False), ("five", False), ("nan", False), ("inf", False), ("2.5", True), ("1e3", True),
+    ("1" + "0" * 400, True),
 ])
 def test_a_numeric_setting_out_of_range_or_not_a_number_is_refused_by_name(monkeypatch, raw, whole):
     from config import _number

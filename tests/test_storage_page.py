@@ -81,8 +81,14 @@ def test_an_admin_sets_and_clears_a_subscriptions_retention_and_the_pass_follows
     assert "root&#39;s messages of monitor-sub are now kept forever.</" in forever.get_data(as_text=True)
     with app.app_context():
         assert retention.retention_days_of(admin, full("monitor-sub")) == 0
-    client.post("/admin/storage/retention", data={"user_id": str(alice), "subscription": full("orders"),
-                                                  "days": "", "csrf_token": token})
+    default = client.post("/admin/storage/retention", data={"user_id": str(alice), "subscription": full("orders"),
+                                                            "days": "", "csrf_token": token}, follow_redirects=True)
+    assert ("alice&#39;s messages of orders are now kept as long as the default (30 days). Older ones are deleted "
+            "at the next retention pass.") in default.get_data(as_text=True)
+    app.config["MESSAGE_RETENTION_DAYS"] = 0
+    default = client.post("/admin/storage/retention", data={"user_id": str(alice), "subscription": full("orders"),
+                                                            "days": "", "csrf_token": token}, follow_redirects=True)
+    assert "orders are now kept as long as the default (forever).</" in default.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(sa.select(Subscription.retention_days).where(Subscription.user_id == alice)) is None
     bad = client.post("/admin/storage/retention", data={"user_id": str(alice), "subscription": full("orders"),

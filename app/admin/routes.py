@@ -181,11 +181,14 @@ def set_retention():
     db.session.commit()
     current_app.logger.info("Admin %s set the retention of %s for %s to %s", current_user.username, subscription,
                             user.username, "the default" if form.days.data is None else f"{form.days.data} days")
-    kept = "the default" if form.days.data is None else ("forever" if form.days.data == 0 else f"{form.days.data} days")
+    days = current_app.config["MESSAGE_RETENTION_DAYS"] if form.days.data is None else form.days.data
+    kept = "forever" if days == 0 else f"for {days:g} days"
+    if form.days.data is None:
+        kept = f"as long as the default ({kept.removeprefix('for ')})"
     # Nothing is deleted here: say when older messages go, not only the new rule.
-    when = "" if form.days.data == 0 else " Older ones are deleted at the next retention pass."
+    when = "" if days == 0 else " Older ones are deleted at the next retention pass."
     flash(f"{user.username}'s messages of {short_subscription(subscription, current_app.config['GCP_PROJECT_ID'])} "
-          f"are now kept {'for ' if form.days.data else ''}{kept}.{when}", "success")
+          f"are now kept {kept}.{when}", "success")
     return redirect(url_for("admin.storage")), 303
 
 

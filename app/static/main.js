@@ -105,9 +105,15 @@ $(function () {
     setButton(running);
   }
 
+  // Two reads may be under way at once (new rows and a notification in one tick): only the answer
+  // to the latest is shown, so an older answer arriving last cannot put back an older count.
+  let statusReads = 0;
   function refreshStatus() {
     if (!ownPage || !hasStatus) { return $.Deferred().resolve(); }
-    return $.getJSON(urls.polling, {subscription: subscription}).done(renderStatus);
+    const read = ++statusReads;
+    return $.getJSON(urls.polling, {subscription: subscription}).done(function (status) {
+      if (read === statusReads) { renderStatus(status); }
+    });
   }
 
   function connectionLost(xhr, textStatus) {
