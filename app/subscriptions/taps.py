@@ -171,9 +171,14 @@ def describe_create_error(error: api_exceptions.GoogleAPICallError, name: str, t
     return f"Pub/Sub did not create the tap on {topic_path} ({error.__class__.__name__}). Try again shortly."
 
 
-def delete_tap(config: Mapping[str, Any], name: str) -> bool:
-    """Delete a tap's subscription; False when it was already gone (expired, or deleted elsewhere)."""
-    client = subscriber_client(config)
+def delete_tap(config: Mapping[str, Any], name: str, client: Any = None) -> bool:
+    """Delete a tap's subscription; False when it was already gone (expired, or deleted elsewhere).
+
+    With `client`, the call goes through it (one channel for many deletes) and it stays open.
+    """
+    own_client = client is None
+    if own_client:
+        client = subscriber_client(config)
     try:
         client.delete_subscription(request={"subscription": name}, **within(CALL_TIMEOUT_SECONDS))
     except api_exceptions.NotFound:
@@ -183,7 +188,8 @@ def delete_tap(config: Mapping[str, Any], name: str) -> bool:
     except api_exceptions.RetryError:
         raise TapError(f"Pub/Sub did not answer while deleting {name}. Try again shortly.") from None
     finally:
-        client.close()
+        if own_client:
+            client.close()
     return True
 
 
@@ -196,9 +202,14 @@ def remove_taps(config: Mapping[str, Any], user_id: int, names: list[str]) -> di
     if not names:
         return {}
     # Side by side, so that deleting many taps while Pub/Sub is slow takes one call's timeout, not one
-    # each: with the wait above, a web request's deletion stays within its 30 s.
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_DELETES, len(names))) as pool:
-        futures = {name: pool.submit(delete_tap, config, name) for name in names}
+    # each: with the wait above, a web request's deletion stays within its 30 s. One client (one gRPC
+    # channel, safe across threads) carries them all.
+    client = subscriber_client(config)
+    try:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_DELETES, len(names))) as pool:
+            futures = {name: pool.submit(delete_tap, config, name, client) for name in names}
+    finally:
+        client.close()
     failed = {}
     for name, future in futures.items():
         try:
