@@ -22,7 +22,8 @@ committed, so worker start-up is not counted. It prints msg/s and MB/s (payload 
 ratios c/a, d/b and d/c, the work horse's peak memory (VmHWM), and the CPU per message
 over the drain of the work horse, this database's PostgreSQL backends and the emulator
 (/proc/<pid>/stat), with the work horse's own split into pull, convert, write and ack (the
-job's time.thread_time counters, which it logs as it ends: app.pubsub.sources.CpuCounters).
+job's time.thread_time counters, which it logs as it ends: app.pubsub.sources.CpuCounters), and
+the time its garbage collections took within those steps.
 To show whether the cores were the limit, it also prints how busy the whole machine was over the
 drain and, per process, the time its threads were ready to run but waited for a core
 (/proc/<pid>/schedstat). With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
@@ -501,7 +502,8 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         cpu, split = run["cpu"], run["split"]
         show(key, f"app {mode} mode, stored:", run["seconds"], f"  peak worker memory {run['peak_kb'] / 1024:.0f} MB")
         print(f"        CPU µs/message: work horse {cpu['horse']:.0f} (of which pull {split['pull']:.0f}, convert "
-              f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}), PostgreSQL "
+              f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}; garbage collection "
+              f"{split.get('gc', 0):.0f} within those), PostgreSQL "
               f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}", flush=True)
         print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
               f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
@@ -511,7 +513,8 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
     return result
 
 
-STEPS = ("horse", "pull", "convert", "write", "ack", "postgres", "emulator")
+STEPS = ("horse", "pull", "convert", "write", "ack", "gc", "postgres", "emulator")
+STEP_LABELS = {"gc": "garbage collection (within pull to ack)"}
 WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait")
 
 
@@ -555,7 +558,8 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
             print(f"          {mode:14s} CPU µs/message: emulator {cpu['emulator']:.0f}, client {cpu['bench']:.0f}")
         for key, mode in (("c", "app streaming"), ("d", "app batch")):
             cpu = {step: statistics.median(result[f"{key}_cpu"][step] for result in results[name]) for step in STEPS}
-            print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{step} {cpu[step]:.0f}" for step in STEPS))
+            print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{STEP_LABELS.get(step, step)} {cpu[step]:.0f}"
+                                                                         for step in STEPS))
             waits = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name]) for part in WAITS}
             print(f"          {'':14s} machine busy {waits['machine_busy']:.0%}; waiting for a core µs/message: "
                   f"horse {waits['horse_wait']:.0f}, postgres {waits['postgres_wait']:.0f}, "

@@ -46,7 +46,7 @@ def test_with_one_worker_a_second_subscription_waits_queued_then_polls_when_the_
     first, second = make_subscription(), make_subscription()
     create_user(app, "alice", subscriptions=(first["name"], second["name"]))
     auth.login()
-    worker_factory()
+    worker = worker_factory()
     assert post(client, auth, action="start", subscription=first["name"]).status_code == 202
     wait_until(lambda: status(client, first["name"])["status"] == "polling", 60, message="first polling")
     assert post(client, auth, action="start", subscription=second["path"]).status_code == 202
@@ -63,6 +63,12 @@ def test_with_one_worker_a_second_subscription_waits_queued_then_polls_when_the_
 
     assert post(client, auth, action="stop", subscription=first["name"]).status_code == 202
     wait_until(lambda: status(client, second["name"])["status"] == "polling", 60, message="second polling")
+    # Each work horse left what it inherited and the app out of garbage collection (app.tasks), and
+    # the first job's CPU line, logged as it ended, says what collection cost it.
+    frozen = [int(count) for count in re.findall(r"(\d+) objects of the app left out of garbage collection",
+                                                  worker.log())]
+    assert len(frozen) == 2 and min(frozen) > 10_000, frozen
+    assert re.search(r'ingest CPU per message \(µs\) \{[^}]*"gc": [\d.]+\}', worker.log())
     assert 'data-status="polling"' in panel_row(client, second["path"])
     assert status(client, first["name"])["state"] == "finished"
 

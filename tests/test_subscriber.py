@@ -7,6 +7,7 @@ database, the emulator and the Pub/Sub client are all real.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from app.pubsub import BatchWriter, CredentialsError, Poller, PullSource, Stream
 from app.pubsub.client import load_credentials, pull_mode, subscription_path
 from app.pubsub.messages import is_json_text, split_payload
 from app.pubsub.poller import backoff_seconds, run_polling_task
+from app.pubsub.sources import CpuCounters
 from helpers import publish as publisher
 from tests.conftest import TEST_PROJECT, create_user, wait_until
 
@@ -640,3 +642,23 @@ def test_batch_mode_reconnects_with_backoff_when_pubsub_goes_away(app, tmp_path,
         assert not any(stage.startswith("Failed") for stage in progress)
     finally:
         private.stop()
+
+
+def test_the_cpu_counters_count_garbage_collections_only_while_watching():
+    counters = CpuCounters()
+    counters.add("convert", 0.001, messages=10)
+    counters.watch_gc(True)
+    try:
+        gc.collect()
+        gc.collect(0)
+    finally:
+        counters.watch_gc(False)
+    # At least the two asked for (an automatic one may come in between).
+    seen = list(counters.gc_collections)
+    assert seen[0] >= 1 and seen[2] >= 1, seen
+    assert counters.gc_seconds > 0
+    assert counters.per_message_us()["gc"] == round(counters.gc_seconds * 1e6 / 10, 1)
+    assert counters.per_message_us()["convert"] == 100.0
+    gc.collect()  # no longer watched
+    assert counters.gc_collections == seen
+    assert counters._on_gc not in gc.callbacks

@@ -96,6 +96,7 @@ class Poller:
         if self.local_filter is not None:
             self.local_filter.refresh()
         self.source.open()
+        self.source.cpu.watch_gc(True)
         if self.stream == 0:
             self.report(TaskState.POLLING, RESUMED_STAGE if self.resumed else None)
         now = self.clock()
@@ -152,6 +153,7 @@ class Poller:
                     pause_until = self.clock() + backoff_seconds(self.write_failures)
         finally:
             self.finish_source()
+            self.source.cpu.watch_gc(False)
             # Read by bench/ingest.py: where this job's CPU went, per message written.
             log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages", self.task_id,
                      self.stream, json.dumps(self.source.cpu.per_message_us()), self.source.cpu.messages)

@@ -7,6 +7,7 @@ the writer has committed it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -86,6 +87,25 @@ class CpuCounters:
         self.seconds = dict.fromkeys(self.STEPS, 0.0)
         self.messages = 0
         self._lock = threading.Lock()
+        # Garbage collection, whichever step it interrupted (so already counted in one of them):
+        # seconds and collections per generation, while watch_gc() is on.
+        self.gc_seconds = 0.0
+        self.gc_collections = [0, 0, 0]
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_seconds += time.perf_counter() - self._gc_started
+            self.gc_collections[info["generation"]] += 1
+
+    def watch_gc(self, on: bool) -> None:
+        """Count collections from now (on) or no longer (off). The callback runs with the GIL held."""
+        if on and self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        elif not on and self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def add(self, step: str, seconds: float, messages: int = 0) -> None:
         with self._lock:
@@ -93,7 +113,9 @@ class CpuCounters:
             self.messages += messages
 
     def per_message_us(self) -> dict[str, float]:
-        return {step: round(seconds * 1e6 / max(1, self.messages), 1) for step, seconds in self.seconds.items()}
+        per_message = {step: round(seconds * 1e6 / max(1, self.messages), 1) for step, seconds in self.seconds.items()}
+        per_message["gc"] = round(self.gc_seconds * 1e6 / max(1, self.messages), 1)
+        return per_message
 
 
 @dataclass
