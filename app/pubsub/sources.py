@@ -20,7 +20,7 @@ import grpc
 from google.api_core import exceptions as api_exceptions
 from google.api_core.gapic_v1 import routing_header
 from google.cloud import pubsub_v1
-from google.pubsub_v1.types import PullRequest
+from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest, PullRequest
 
 from app.pubsub.client import CALL_ERRORS, within
 from app.pubsub.messages import row_from_pulled, row_from_streamed
@@ -33,6 +33,8 @@ PULL_STOP_CHECK_SECONDS = 0.05
 # The longest an acknowledge or a lease extension takes, retries included: a failed one only means a
 # redelivery, which the unique key absorbs, and the threads that make them must go on to the next.
 SETTLE_CALL_SECONDS = 10.0
+# Acknowledge and ModifyAckDeadline requests are built as raw protobufs and wrapped: given the ack
+# ids as keywords, proto-plus converts each in Python, 2.6 µs an id (most of the acker's CPU).
 # Giving messages back (a deadline of 0) is a courtesy: they come back at their ack deadline anyway. It
 # runs as a job stops, which must not wait long on an unreachable Pub/Sub.
 GIVE_BACK_CALL_SECONDS = 2.0
@@ -398,8 +400,10 @@ class PullSource:
         for start in range(0, len(ack_ids), 1000):
             try:
                 self.client.modify_ack_deadline(
-                    subscription=self.subscription_path, ack_ids=ack_ids[start : start + 1000],
-                    ack_deadline_seconds=seconds, **bound,
+                    request=ModifyAckDeadlineRequest.wrap(ModifyAckDeadlineRequest.pb()(
+                        subscription=self.subscription_path, ack_ids=ack_ids[start : start + 1000],
+                        ack_deadline_seconds=seconds)),
+                    **bound,
                 )
             except CALL_ERRORS as error:
                 # The messages come back after their deadline and are stored once: nothing is lost.
@@ -416,8 +420,8 @@ class PullSource:
             started = time.thread_time()
             for start in range(0, len(batch.handles), 1000):
                 try:
-                    self.client.acknowledge(subscription=self.subscription_path,
-                                            ack_ids=batch.handles[start : start + 1000], **bound)
+                    self.client.acknowledge(request=AcknowledgeRequest.wrap(AcknowledgeRequest.pb()(
+                        subscription=self.subscription_path, ack_ids=batch.handles[start : start + 1000])), **bound)
                 except CALL_ERRORS as error:
                     # A lost ack means a redelivery, which the unique key absorbs.
                     log.warning("acknowledge failed (the messages will be redelivered and stored once): %s", error)
