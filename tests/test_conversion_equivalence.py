@@ -1,6 +1,7 @@
 """Message conversion (app/pubsub/messages.py) after issue 19's speed-ups gives what it gave before.
 
-is_json_text now turns plain text away on its first character instead of parsing it; the
+is_json_text now turns plain text away on its first character instead of parsing it, and parses
+with orjson, asking the json module only about what orjson refuses; the
 attributes are encoded string by string rather than by json.dumps; publish times are built from
 the epoch by adding a timedelta; and the writer formats a batch's COPY data in one loop
 (writer.copy_data) rather than row by row through copy_line. The versions they replaced serve as
@@ -49,6 +50,29 @@ TEXTS = st.one_of(
 @given(TEXTS)
 def test_json_check_is_as_before(text):
     assert messages.is_json_text(text) == reference_is_json_text(text)
+
+
+def test_what_orjson_refuses_and_the_json_module_takes_is_still_json():
+    for text in ('"\\ud800"', '["\\udfff", 1]', "1e400", '{"big": -1e999}'):
+        assert reference_is_json_text(text), text
+        assert messages.is_json_text(text), text
+        assert messages.split_payload(text.encode())[2], text
+    for text in ("NaN", "[Infinity]", '{"a": -Infinity}', "[1,]", '{"a" 1}', "[" * 5):
+        assert not messages.is_json_text(text), text
+
+
+def test_a_document_nested_deeper_than_the_json_module_goes_is_json_and_shown_as_text():
+    from types import SimpleNamespace
+
+    from app.rendering import render_data
+
+    deep = "[" * 1010 + "]" * 1010
+    assert not reference_is_json_text(deep)  # RecursionError in the json module
+    assert messages.is_json_text(deep)
+    assert not messages.is_json_text("[" * 1100 + "]" * 1100)  # deeper than orjson goes, too
+    item = SimpleNamespace(data_text=deep, data_bytes=None, is_json=True, size=len(deep))
+    shown = render_data(item, limit=None)
+    assert shown.kind == "text" and deep in str(shown.html)
 
 
 @settings(max_examples=150)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
 from google.pubsub_v1.types import PubsubMessage
 
 # Column limits in app.models.UserItem.
@@ -33,15 +34,28 @@ _JSON_STARTS = frozenset('{["-0123456789tfn')
 _JSON_WHITESPACE = " \t\n\r"
 
 
-def is_json_text(text: str) -> bool:
-    """Whether the text is one strict JSON document (NaN and Infinity are not JSON)."""
+def is_json_text(text: str, encoded: bytes | None = None) -> bool:
+    """Whether the text is one strict JSON document (NaN and Infinity are not JSON).
+
+    `encoded`, the text's UTF-8 bytes when the caller has them, spares orjson encoding a non-ASCII
+    text again (and the copy it would keep attached to the string). orjson parses three to four
+    times as fast as the json module and is as strict, but refuses a few documents that the json
+    module takes: a lone surrogate escape ("\\ud800") and a number beyond a double's range (1e400).
+    Those it refuses are asked of the json module before the answer is no. The one difference left
+    is in the other direction: a document nested 1,000 to 1,024 deep is JSON to orjson, and deeper
+    than the json module goes (a RecursionError); it is JSON, and the pages show such a document as
+    text either way (app.rendering).
+    """
     start = text.lstrip(_JSON_WHITESPACE)[:1]
     if start not in _JSON_STARTS or not start:
         return False  # plain text, decided without parsing it
     try:
-        _STRICT_JSON.decode(text)
-    except (ValueError, RecursionError):
-        return False
+        orjson.loads(text if encoded is None else encoded)
+    except ValueError:
+        try:
+            _STRICT_JSON.decode(text)
+        except (ValueError, RecursionError):
+            return False
     return True
 
 
@@ -54,7 +68,7 @@ def split_payload(data: bytes) -> tuple[str | None, bytes | None, bool]:
     if "\x00" in text:
         # PostgreSQL text cannot hold NUL; keep such payloads byte-exact as binary.
         return None, data, False
-    return text, None, is_json_text(text)
+    return text, None, is_json_text(text, data)
 
 
 def _text_problem(name: str, value: str, limit: int) -> str | None:
