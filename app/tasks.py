@@ -19,14 +19,14 @@ def polling_subscription(user_id: int, subscription: str, stream: int = 0) -> st
     if job is None:
         raise RuntimeError("polling_subscription runs as an RQ job; its Task id is the job id")
     app = create_app()
-    # The work horse is a fork of the worker: every object it inherited, and the app just made, lives
-    # as long as the job. Frozen, they are left out of every garbage collection from now on. Otherwise
-    # each full collection walks all of them (and writes to each one's header, copying the shared
-    # pages): at a few thousand messages a second that was a fifth or more of the time spent converting
-    # messages (bench/ingest.py).
+    # The work horse is a fork of the worker: nearly every object it inherited, and the app just made,
+    # lives as long as the job. Frozen, they are left out of every garbage collection from now on
+    # (the few already garbage are never freed). Otherwise each full collection walks all of them
+    # (and writes to each one's header, copying the worker's shared pages): at a few thousand
+    # messages a second that was a fifth or more of the time spent converting messages (bench/ingest.py).
     gc.freeze()
-    logging.getLogger(__name__).info("Polling job %s: %d objects of the app left out of garbage collection",
-                                     job.id, gc.get_freeze_count())
+    logging.getLogger(__name__).info("Polling job %s: %d objects (inherited from the worker, and the app) "
+                                     "left out of garbage collection", job.id, gc.get_freeze_count())
     with app.app_context():
         return run_polling_task(task_id_of_job(job.id), stream)
 

@@ -23,7 +23,7 @@ ratios c/a, d/b and d/c, the work horse's peak memory (VmHWM), and the CPU per m
 over the drain of the work horse, this database's PostgreSQL backends and the emulator
 (/proc/<pid>/stat), with the work horse's own split into pull, convert, write and ack (the
 job's time.thread_time counters, which it logs as it ends: app.pubsub.sources.CpuCounters), and
-the time its garbage collections took within those steps.
+the CPU time its garbage collections took, mostly within those steps.
 To show whether the cores were the limit, it also prints how busy the whole machine was over the
 drain and, per process, the time its threads were ready to run but waited for a core
 (/proc/<pid>/schedstat). With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
@@ -503,7 +503,7 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         show(key, f"app {mode} mode, stored:", run["seconds"], f"  peak worker memory {run['peak_kb'] / 1024:.0f} MB")
         print(f"        CPU µs/message: work horse {cpu['horse']:.0f} (of which pull {split['pull']:.0f}, convert "
               f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}; garbage collection "
-              f"{split.get('gc', 0):.0f} within those), PostgreSQL "
+              f"{split.get('gc', 0):.0f}, mostly within those), PostgreSQL "
               f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}", flush=True)
         print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
               f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
@@ -514,7 +514,7 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
 
 
 STEPS = ("horse", "pull", "convert", "write", "ack", "gc", "postgres", "emulator")
-STEP_LABELS = {"gc": "garbage collection (within pull to ack)"}
+STEP_LABELS = {"gc": "garbage collection (mostly within pull to ack)"}
 WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait")
 
 

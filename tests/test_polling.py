@@ -65,10 +65,12 @@ def test_with_one_worker_a_second_subscription_waits_queued_then_polls_when_the_
     wait_until(lambda: status(client, second["name"])["status"] == "polling", 60, message="second polling")
     # Each work horse left what it inherited and the app out of garbage collection (app.tasks), and
     # the first job's CPU line, logged as it ended, says what collection cost it.
-    frozen = [int(count) for count in re.findall(r"(\d+) objects of the app left out of garbage collection",
-                                                  worker.log())]
+    frozen = [int(count) for count in re.findall(r"(\d+) objects \(inherited from the worker, and the app\) "
+                                                  r"left out of garbage collection", worker.log())]
     assert len(frozen) == 2 and min(frozen) > 10_000, frozen
-    assert re.search(r'ingest CPU per message \(µs\) \{[^}]*"gc": [\d.]+\}', worker.log())
+    cpu_line = re.search(r'ingest CPU per message \(µs\) \{[^}]*"gc": [\d.]+\} over \d+ messages; (\d+) garbage '
+                         r"collections", worker.log())
+    assert cpu_line and int(cpu_line.group(1)) > 0, worker.log()[-2000:]
     assert 'data-status="polling"' in panel_row(client, second["path"])
     assert status(client, first["name"])["state"] == "finished"
 

@@ -41,10 +41,11 @@ def is_json_text(text: str, encoded: bytes | None = None) -> bool:
     text again (and the copy it would keep attached to the string). orjson parses three to four
     times as fast as the json module and is as strict, but refuses a few documents that the json
     module takes: a lone surrogate escape ("\\ud800") and a number beyond a double's range (1e400).
-    Those it refuses are asked of the json module before the answer is no. The one difference left
-    is in the other direction: a document nested 1,000 to 1,024 deep is JSON to orjson, and deeper
-    than the json module goes (a RecursionError); it is JSON, and the pages show such a document as
-    text either way (app.rendering).
+    Those it refuses are asked of the json module before the answer is no (so a text that is not
+    JSON and fails late, such as newline-separated documents, is parsed twice). The one difference
+    left is in the other direction: a document nested from somewhat under 1,000 deep (the json
+    module's limit depends on the stack) to 1,024 is JSON to orjson and too deep for the json
+    module; it is JSON, and the pages show such a document as text either way (app.rendering).
     """
     start = text.lstrip(_JSON_WHITESPACE)[:1]
     if start not in _JSON_STARTS or not start:

@@ -96,7 +96,6 @@ class Poller:
         if self.local_filter is not None:
             self.local_filter.refresh()
         self.source.open()
-        self.source.cpu.watch_gc(True)
         if self.stream == 0:
             self.report(TaskState.POLLING, RESUMED_STAGE if self.resumed else None)
         now = self.clock()
@@ -105,6 +104,7 @@ class Poller:
         next_progress = now + PROGRESS_SECONDS
         pause_until = 0.0
         connect_failures = 0
+        self.source.cpu.watch_gc(True)
         try:
             while True:
                 now = self.clock()
@@ -152,11 +152,15 @@ class Poller:
                 if not self.store(batch):
                     pause_until = self.clock() + backoff_seconds(self.write_failures)
         finally:
-            self.finish_source()
-            self.source.cpu.watch_gc(False)
-            # Read by bench/ingest.py: where this job's CPU went, per message written.
-            log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages", self.task_id,
-                     self.stream, json.dumps(self.source.cpu.per_message_us()), self.source.cpu.messages)
+            try:
+                self.finish_source()
+            finally:
+                cpu = self.source.cpu
+                cpu.watch_gc(False)
+                # Read by bench/ingest.py: where this job's CPU went, per message written.
+                log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages; %d garbage "
+                         "collections", self.task_id, self.stream, json.dumps(cpu.per_message_us()), cpu.messages,
+                         sum(cpu.gc_collections))
         return self.stored_count - started_with
 
     def finish_source(self) -> None:

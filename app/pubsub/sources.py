@@ -33,8 +33,6 @@ PULL_STOP_CHECK_SECONDS = 0.05
 # The longest an acknowledge or a lease extension takes, retries included: a failed one only means a
 # redelivery, which the unique key absorbs, and the threads that make them must go on to the next.
 SETTLE_CALL_SECONDS = 10.0
-# Acknowledge and ModifyAckDeadline requests are built as raw protobufs and wrapped: given the ack
-# ids as keywords, proto-plus converts each in Python, 2.6 µs an id (most of the acker's CPU).
 # Giving messages back (a deadline of 0) is a courtesy: they come back at their ack deadline anyway. It
 # runs as a job stops, which must not wait long on an unreachable Pub/Sub.
 GIVE_BACK_CALL_SECONDS = 2.0
@@ -89,18 +87,21 @@ class CpuCounters:
         self.seconds = dict.fromkeys(self.STEPS, 0.0)
         self.messages = 0
         self._lock = threading.Lock()
-        # Garbage collection, whichever step it interrupted (so already counted in one of them):
-        # seconds and collections per generation, while watch_gc() is on.
+        # Garbage collection while watch_gc() is on, in any of the job's threads: CPU seconds and
+        # collections per generation. Most of it interrupts one of the steps above, and so is also
+        # counted there; the rest is in threads no step counts (the leaser, the library's own threads).
         self.gc_seconds = 0.0
         self.gc_collections = [0, 0, 0]
-        self._gc_started = 0.0
+        self._gc_started: float | None = None
 
     def _on_gc(self, phase: str, info: dict) -> None:
+        # A collection runs from start to stop on one thread, and collections never overlap.
         if phase == "start":
-            self._gc_started = time.perf_counter()
-        else:
-            self.gc_seconds += time.perf_counter() - self._gc_started
+            self._gc_started = time.thread_time()
+        elif self._gc_started is not None:  # not a stop whose start came before watch_gc(True)
+            self.gc_seconds += time.thread_time() - self._gc_started
             self.gc_collections[info["generation"]] += 1
+            self._gc_started = None
 
     def watch_gc(self, on: bool) -> None:
         """Count collections from now (on) or no longer (off). The callback runs with the GIL held."""
@@ -395,6 +396,8 @@ class PullSource:
             if self._stopping.is_set() and not self._held:
                 return
 
+    # Acknowledge and ModifyAckDeadline requests are built as raw protobufs and wrapped: given the ack
+    # ids as keywords, proto-plus converts each in Python, 2.6 µs an id (most of the acker's CPU).
     def _modify_deadline(self, ack_ids: list[str], seconds: int) -> None:
         bound = within(GIVE_BACK_CALL_SECONDS if seconds == 0 else SETTLE_CALL_SECONDS)
         for start in range(0, len(ack_ids), 1000):
