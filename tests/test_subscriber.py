@@ -21,8 +21,8 @@ from app.models import Notification, Task, UserItem
 from app.pubsub import BatchWriter, CredentialsError, Poller, PullSource, StreamingSource, make_subscriber_client
 from app.pubsub.client import load_credentials, pull_mode, subscription_path
 from app.pubsub.messages import is_json_text, split_payload
-from app.pubsub.poller import backoff_seconds, run_polling_task
-from app.pubsub.sources import CpuCounters
+from app.pubsub.poller import backoff_seconds, make_source, run_polling_task
+from app.pubsub.sources import EMULATOR_PULL_SIZE, CpuCounters
 from helpers import publish as publisher
 from tests.conftest import TEST_PROJECT, create_user, wait_until
 
@@ -416,6 +416,44 @@ def test_batch_mode_stops_pulling_at_its_byte_budget_though_far_fewer_messages_w
         source.close()
         client.close()
     assert sorted(row["message_id"] for batch in batches for row in batch.rows) == sorted(published)
+
+
+class RecordingPullSource(PullSource):
+    """Records how many messages each of its pulls asks for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked: list[int] = []
+
+    def _start_pull(self, request, metadata, arrived):
+        self.asked.append(request.max_messages)
+        return super()._start_pull(request, metadata, arrived)
+
+
+def test_on_the_emulator_a_pull_asks_for_the_hundred_it_can_get_and_writes_still_merge_to_a_thousand(
+        emulator, pubsub_names):
+    client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
+    path, name = pubsub_names["subscription_path"], pubsub_names["subscription"]
+    try:
+        on_emulator = make_source("batch", client, path, 1, name, on_emulator=True)
+        on_google_cloud = make_source("batch", client, path, 1, name)
+        assert (on_emulator.pull_size, on_emulator.max_messages) == (EMULATOR_PULL_SIZE, 1000) == (100, 1000)
+        assert (on_google_cloud.pull_size, on_google_cloud.max_messages) == (1000, 1000)
+
+        published = publish_samples(pubsub_names, cloud_build_samples(60))
+        source = RecordingPullSource(client, path, user_id=1, subscription=name, pull_size=7, pulls_in_flight=1)
+        source.open()
+        try:
+            wait_until(lambda: source._buffered >= 60, 20, message="all 60 pulled")
+            # Seven at most a pull, so at least nine pulls; received, they make one write.
+            batches = _drain(source, 60)
+        finally:
+            source.close()
+        assert set(source.asked) == {7} and len(source.asked) >= 9
+        assert len(batches) == 1
+        assert sorted(row["message_id"] for row in batches[0].rows) == sorted(published)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("write_bytes", [1, 64 * 1024 * 1024])

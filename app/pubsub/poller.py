@@ -23,7 +23,7 @@ from app.models import Task, stream_job_id
 from app.polling import RESUMED_STAGE, TaskState, mark_alive
 from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
 from app.pubsub.filtering import LocalFilter, filters_locally
-from app.pubsub.sources import Batch, PullSource, SourceError, StreamingSource
+from app.pubsub.sources import EMULATOR_PULL_SIZE, Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -266,10 +266,12 @@ class Poller:
             log.warning("Task %s: could not post %s (%s)", self.task_id, state, error.__class__.__name__)
 
 
-def make_source(mode: str, client, path: str, user_id: int, subscription: str) -> PullSource | StreamingSource:
+def make_source(mode: str, client, path: str, user_id: int, subscription: str,
+                on_emulator: bool = False) -> PullSource | StreamingSource:
     if mode == "streaming":
         return StreamingSource(client, path, user_id=user_id, subscription=subscription)
-    return PullSource(client, path, user_id=user_id, subscription=subscription)
+    return PullSource(client, path, user_id=user_id, subscription=subscription,
+                      pull_size=EMULATOR_PULL_SIZE if on_emulator else None)
 
 
 def run_polling_task(task_id: str, stream: int = 0) -> str:
@@ -293,7 +295,8 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
         client = make_subscriber_client(config)
         try:
             # Messages are stored under the subscription's full path, its one canonical name.
-            source = make_source(mode, client, path, task.user_id, path)
+            source = make_source(mode, client, path, task.user_id, path,
+                                 on_emulator=bool(config.get("PUBSUB_EMULATOR_HOST")))
             writer = BatchWriter(db.engine, task.user_id, task_id, evaluator=RuleEvaluator(task.user_id, path))
             local_filter = LocalFilter(client, path) if filters_locally(config) else None
             db.session.rollback()

@@ -33,6 +33,10 @@ PULL_STOP_CHECK_SECONDS = 0.05
 # The longest an acknowledge or a lease extension takes, retries included: a failed one only means a
 # redelivery, which the unique key absorbs, and the threads that make them must go on to the next.
 SETTLE_CALL_SECONDS = 10.0
+# The emulator answers a pull with at most 100 messages, however many are asked for, and asking for
+# more costs it more: with 3 pulls in flight and a 20,000-message backlog, 49 µs of its CPU a message
+# asking for 1,000, 31 asking for 100 (medians of 4 drains; on the same warm emulator).
+EMULATOR_PULL_SIZE = 100
 # Giving messages back (a deadline of 0) is a courtesy: they come back at their ack deadline anyway. It
 # runs as a job stops, which must not wait long on an unreachable Pub/Sub.
 GIVE_BACK_CALL_SECONDS = 2.0
@@ -153,12 +157,15 @@ class PullSource:
         pulls_in_flight: int = 3,
         extend_after: float = 5.0,
         extension_seconds: int = 60,
+        pull_size: int | None = None,
     ):
         self.client = client
         self.subscription_path = subscription_path
         self.user_id = user_id
         self.subscription = subscription
         self.max_messages = max_messages
+        # What one pull asks for: `max_messages` unless told less (EMULATOR_PULL_SIZE on the emulator).
+        self.pull_size = min(pull_size or max_messages, max_messages)
         self.pull_timeout = pull_timeout
         self.extend_after = extend_after
         self.extension_seconds = extension_seconds
@@ -294,7 +301,7 @@ class PullSource:
         pulled messages, or `prefetch_bytes` of them, wait for the writer. Responses are handled as
         they arrive; a stop cancels what is in flight and gives back what arrived too late to be handled.
         """
-        request = PullRequest(subscription=self.subscription_path, max_messages=self.max_messages)
+        request = PullRequest(subscription=self.subscription_path, max_messages=self.pull_size)
         metadata = [routing_header.to_grpc_metadata((("subscription", self.subscription_path),))]
         arrived = threading.Event()
         in_flight: list = []
