@@ -150,7 +150,7 @@ def peak_memory_kb(pid: int) -> int:
     return peak
 
 
-BREAKDOWN = re.compile(r"ingest CPU per message \(µs\) (\{.*?\}) over (\d+) messages")
+BREAKDOWN = re.compile(r"ingest CPU per message \(µs\) (\{.*?\}) over (\d+) messages in (\d+) writes")
 
 
 def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubEmulator, subscription: str,
@@ -223,6 +223,7 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubE
         # Whether the cores were the limit: the machine's busy share over the drain (all cores).
         cpu["machine_busy"] = (end["machine_busy"] - start["machine_busy"]) / max(
             1e-9, end["machine_total"] - start["machine_total"])
+        split["rows_per_write"] = int(match.group(2)) / max(1, int(match.group(3)))
         return {"seconds": finished - polling_since, "peak_kb": peak, "cpu": cpu, "split": split,
                 "split_messages": int(match.group(2))}
     finally:
@@ -504,7 +505,8 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         print(f"        CPU µs/message: work horse {cpu['horse']:.0f} (of which pull {split['pull']:.0f}, convert "
               f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}; garbage collection "
               f"{split.get('gc', 0):.0f}, mostly within those), PostgreSQL "
-              f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}", flush=True)
+              f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}; {split['rows_per_write']:.0f} rows a write",
+              flush=True)
         print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
               f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
               f"emulator {cpu['emulator_wait']:.0f}", flush=True)

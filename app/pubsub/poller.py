@@ -158,9 +158,9 @@ class Poller:
                 cpu = self.source.cpu
                 cpu.watch_gc(False)
                 # Read by bench/ingest.py: where this job's CPU went, per message written.
-                log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages; %d garbage "
-                         "collections", self.task_id, self.stream, json.dumps(cpu.per_message_us()), cpu.messages,
-                         sum(cpu.gc_collections))
+                log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages in %d writes; %d "
+                         "garbage collections", self.task_id, self.stream, json.dumps(cpu.per_message_us()),
+                         cpu.messages, cpu.writes, sum(cpu.gc_collections))
         return self.stored_count - started_with
 
     def finish_source(self) -> None:

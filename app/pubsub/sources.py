@@ -90,6 +90,7 @@ class CpuCounters:
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STEPS, 0.0)
         self.messages = 0
+        self.writes = 0  # batches written: messages / writes is the mean batch
         self._lock = threading.Lock()
         # Garbage collection while watch_gc() is on, in any of the job's threads: CPU seconds and
         # collections per generation. Most of it interrupts one of the steps above, and so is also
@@ -118,6 +119,8 @@ class CpuCounters:
         with self._lock:
             self.seconds[step] += seconds
             self.messages += messages
+            if step == "write":
+                self.writes += 1
 
     def per_message_us(self) -> dict[str, float]:
         per_message = {step: round(seconds * 1e6 / max(1, self.messages), 1) for step, seconds in self.seconds.items()}
