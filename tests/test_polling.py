@@ -64,13 +64,14 @@ def test_with_one_worker_a_second_subscription_waits_queued_then_polls_when_the_
     assert post(client, auth, action="stop", subscription=first["name"]).status_code == 202
     wait_until(lambda: status(client, second["name"])["status"] == "polling", 60, message="second polling")
     # Each work horse left what it inherited and the app out of garbage collection (app.tasks), and
-    # the first job's CPU line, logged as it ended, says what collection cost it.
+    # the first job's CPU line, logged as it ended, says what collection cost it (a job this short may
+    # have made none; tests/test_subscriber.py shows them counted).
     frozen = [int(count) for count in re.findall(r"(\d+) objects \(inherited from the worker, and the app\) "
                                                   r"left out of garbage collection", worker.log())]
     assert len(frozen) == 2 and min(frozen) > 10_000, frozen
     cpu_line = re.search(r'ingest CPU per message \(µs\) \{[^}]*"gc": [\d.]+\} over \d+ messages in \d+ writes; '
                          r"(\d+) garbage collections", worker.log())
-    assert cpu_line and int(cpu_line.group(1)) > 0, worker.log()[-2000:]
+    assert cpu_line, worker.log()[-2000:]
     assert 'data-status="polling"' in panel_row(client, second["path"])
     assert status(client, first["name"])["state"] == "finished"
 

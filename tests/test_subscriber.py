@@ -309,7 +309,12 @@ def test_every_message_is_stored_once_and_acked_after_commit(app, emulator, pubs
     poller = RunningPoller(app, emulator, mode, pubsub_names, observed=observed).start()
     published = publish_samples(pubsub_names, cloud_build_samples(300))
     wait_until(lambda: poller.count() >= 300, 30, message="300 stored messages")
+    # While it polls, the job counts garbage collections (any thread's); once stopped, it no longer does.
+    cpu = poller.source.cpu
+    assert cpu._on_gc in gc.callbacks
+    gc.collect()
     stop_seconds = poller.stop()
+    assert cpu._on_gc not in gc.callbacks and cpu.gc_collections[2] >= 1
     items = poller.items()
     assert sorted(item.message_id for item in items) == sorted(published)
     for item in items:
