@@ -13,6 +13,9 @@ load_dotenv(BASE_DIR / ".env")
 # The built-in key is only good for development and tests; create_app refuses
 # to start with it anywhere else.
 DEV_SECRET_KEY = "dev-only-not-secret"  # noqa: S105
+# Pub/Sub's own minimum for an expiration policy's time to live: TAP_EXPIRATION_DAYS is refused below
+# it at start, and app.subscriptions.taps checks it again when a tap is made (tests set app.config).
+MIN_TAP_EXPIRATION_DAYS = 1
 
 
 def normalise_database_url(url: str) -> str:
@@ -104,7 +107,7 @@ class Config:
     # Taps (subscriptions the app creates on a topic for one user) expire after this many days
     # without a pull (Pub/Sub's expiration policy; its minimum is 1 day). An idle tap then goes
     # away by itself even if the app never removes it.
-    TAP_EXPIRATION_DAYS = _number("TAP_EXPIRATION_DAYS", 7, minimum=1, whole=True)
+    TAP_EXPIRATION_DAYS = _number("TAP_EXPIRATION_DAYS", 7, minimum=MIN_TAP_EXPIRATION_DAYS, whole=True)
     # How long removing a tap waits for its polling job to let go before deleting the subscription.
     TAP_STOP_WAIT_SECONDS = _number("TAP_STOP_WAIT_SECONDS", 15, minimum=0)
     # Topics and subscriptions per page on /project (Pub/Sub pages its listings with tokens).

@@ -198,7 +198,8 @@ def fresh_schema(app, database_url: str) -> None:
     is enough.
     """
     with app.app_context():
-        if db.engine.dialect.name == "postgresql":
+        on_postgresql = db.engine.dialect.name == "postgresql"
+        if on_postgresql:
             with db.engine.begin() as connection:
                 if _created_schemas.get(database_url) == connection.execute(SCHEMA_FINGERPRINT).scalar():
                     # As TRUNCATE did: wait for any straggling writer's transaction, and keep out the
@@ -214,7 +215,7 @@ def fresh_schema(app, database_url: str) -> None:
                     return
         drop_schema(app)
         db.create_all()
-        if db.engine.dialect.name == "postgresql":
+        if on_postgresql:
             with db.engine.connect() as connection:
                 _created_schemas[database_url] = connection.execute(SCHEMA_FINGERPRINT).scalar()
 

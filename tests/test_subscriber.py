@@ -332,15 +332,17 @@ def test_every_message_is_stored_once_and_acked_after_commit(app, emulator, pubs
 
 
 class CountingPullSource(PullSource):
-    """Counts the pulls it has in flight at once."""
+    """Counts the pulls it has in flight at once, and records how many messages each asks for."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.in_flight = 0
         self.most_in_flight = 0
+        self.asked: list[int] = []
         self.counting = threading.Lock()
 
     def _start_pull(self, request, metadata, arrived):
+        self.asked.append(request.max_messages)
         call = super()._start_pull(request, metadata, arrived)
         with self.counting:
             self.in_flight += 1
@@ -423,18 +425,6 @@ def test_batch_mode_stops_pulling_at_its_byte_budget_though_far_fewer_messages_w
     assert sorted(row["message_id"] for batch in batches for row in batch.rows) == sorted(published)
 
 
-class RecordingPullSource(PullSource):
-    """Records how many messages each of its pulls asks for."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.asked: list[int] = []
-
-    def _start_pull(self, request, metadata, arrived):
-        self.asked.append(request.max_messages)
-        return super()._start_pull(request, metadata, arrived)
-
-
 def test_on_the_emulator_a_pull_asks_for_the_hundred_it_can_get_and_writes_still_merge_to_a_thousand(
         emulator, pubsub_names):
     client = make_subscriber_client({"PUBSUB_EMULATOR_HOST": emulator.host})
@@ -446,7 +436,7 @@ def test_on_the_emulator_a_pull_asks_for_the_hundred_it_can_get_and_writes_still
         assert (on_google_cloud.pull_size, on_google_cloud.max_messages) == (1000, 1000)
 
         published = publish_samples(pubsub_names, cloud_build_samples(60))
-        source = RecordingPullSource(client, path, user_id=1, subscription=name, pull_size=7, pulls_in_flight=1)
+        source = CountingPullSource(client, path, user_id=1, subscription=name, pull_size=7, pulls_in_flight=1)
         source.open()
         try:
             wait_until(lambda: source._buffered >= 60, 20, message="all 60 pulled")

@@ -182,9 +182,11 @@ def set_retention():
     current_app.logger.info("Admin %s set the retention of %s for %s to %s", current_user.username, subscription,
                             user.username, "the default" if form.days.data is None else f"{form.days.data} days")
     days = current_app.config["MESSAGE_RETENTION_DAYS"] if form.days.data is None else form.days.data
-    kept = "forever" if days == 0 else f"for {days:g} days"
+    amount = "forever" if days == 0 else f"{days:g} days"
     if form.days.data is None:
-        kept = f"as long as the default ({kept.removeprefix('for ')})"
+        kept = f"as long as the default ({amount})"
+    else:
+        kept = amount if days == 0 else f"for {amount}"
     # Nothing is deleted here: say when older messages go, not only the new rule.
     when = "" if days == 0 else " Older ones are deleted at the next retention pass."
     flash(f"{user.username}'s messages of {short_subscription(subscription, current_app.config['GCP_PROJECT_ID'])} "

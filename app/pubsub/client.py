@@ -62,11 +62,16 @@ def within(seconds: float) -> dict[str, Any]:
     return {"retry": retry, "timeout": seconds}
 
 
+def on_emulator(config: Mapping[str, Any]) -> bool:
+    """Whether the app talks to the Pub/Sub emulator (PUBSUB_EMULATOR_HOST set) rather than Google Cloud."""
+    return bool(config.get("PUBSUB_EMULATOR_HOST"))
+
+
 def pull_mode(config: Mapping[str, Any]) -> str:
     """`PUBSUB_PULL_MODE`, or batch on the emulator and streaming on Google Cloud."""
     mode = (config.get("PUBSUB_PULL_MODE") or "").strip().lower()
     if not mode:
-        return "batch" if config.get("PUBSUB_EMULATOR_HOST") else "streaming"
+        return "batch" if on_emulator(config) else "streaming"
     if mode not in PULL_MODES:
         raise SetupError(f"PUBSUB_PULL_MODE must be 'batch' or 'streaming', not {mode!r}")
     return mode

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.filterlang import Filter, FilterSyntaxError, parse
-from app.pubsub.client import CALL_ERRORS, within
+from app.pubsub.client import CALL_ERRORS, on_emulator, within
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ READ_SECONDS = 5.0
 
 def filters_locally(config: Mapping[str, Any]) -> bool:
     """Whether the poller applies subscription filters itself: only on the emulator, which ignores them."""
-    return bool(config.get("PUBSUB_EMULATOR_HOST"))
+    return on_emulator(config)
 
 
 class LocalFilter:

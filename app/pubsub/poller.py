@@ -21,7 +21,7 @@ from app.alerts.evaluate import RuleEvaluator
 from app.extensions import db
 from app.models import Task, stream_job_id
 from app.polling import RESUMED_STAGE, TaskState, mark_alive
-from app.pubsub.client import SetupError, make_subscriber_client, pull_mode, subscription_path
+from app.pubsub.client import SetupError, make_subscriber_client, on_emulator, pull_mode, subscription_path
 from app.pubsub.filtering import LocalFilter, filters_locally
 from app.pubsub.sources import EMULATOR_PULL_SIZE, Batch, PullSource, SourceError, StreamingSource
 from app.pubsub.writer import BatchWriter
@@ -295,8 +295,7 @@ def run_polling_task(task_id: str, stream: int = 0) -> str:
         client = make_subscriber_client(config)
         try:
             # Messages are stored under the subscription's full path, its one canonical name.
-            source = make_source(mode, client, path, task.user_id, path,
-                                 on_emulator=bool(config.get("PUBSUB_EMULATOR_HOST")))
+            source = make_source(mode, client, path, task.user_id, path, on_emulator=on_emulator(config))
             writer = BatchWriter(db.engine, task.user_id, task_id, evaluator=RuleEvaluator(task.user_id, path))
             local_filter = LocalFilter(client, path) if filters_locally(config) else None
             db.session.rollback()

@@ -21,14 +21,13 @@ from google.protobuf import duration_pb2
 
 from app import filterlang
 from app.pubsub.client import CALL_ERRORS, SetupError, make_publisher_client, make_subscriber_client, within
+from config import MIN_TAP_EXPIRATION_DAYS
 
 # The longest one call to Pub/Sub takes, retries included (app.pubsub.client.within).
 CALL_TIMEOUT_SECONDS = 10
 # Taps deleted at once when a user goes (each call takes up to CALL_TIMEOUT_SECONDS).
 MAX_PARALLEL_DELETES = 64
 TAP_LABELS = {"created-by": "pubsub-monitor"}
-# Pub/Sub's own minimum for an expiration policy's time to live.
-MIN_TAP_EXPIRATION_DAYS = 1
 # Pub/Sub's rules for topic and subscription ids: 3-255 characters, a letter first, then letters,
 # digits and - _ . ~ + %; not starting with "goog".
 RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
