@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.extensions import db
-from app.models import User, UserItem
+from app.models import COMPRESSED_COLUMNS, User, UserItem
 from app.pubsub import writer
 from app.pubsub.writer import BatchWriter
 from tests.conftest import create_user
@@ -139,3 +139,33 @@ def test_postgresql_a_redelivery_met_chunks_into_a_copy_stores_the_whole_batch_o
                                     .order_by(UserItem.id)).all()
         assert sorted(stored) == sorted(row["data_text"] for row in rows)
         assert len(stored) == count
+
+
+def _compression(user_id: int) -> dict[str, str | None]:
+    """Each stored row's data_text compression (None: stored as it is, too small to compress)."""
+    return dict(db.session.execute(sa.text(
+        "SELECT message_id, pg_column_compression(data_text) FROM user_item WHERE user_id = :user"),
+        {"user": user_id}).all())
+
+
+def test_postgresql_large_payloads_are_compressed_with_lz4_on_either_path(app, require_postgres):
+    """user_item's payload columns compress with lz4 (app.models.compress_with_lz4, run by create_all as by
+    the migration), and so does the stage table: a batch with a redelivery stores lz4 too. Values read back exact."""
+    with app.app_context():
+        columns = dict(db.session.execute(sa.text(
+            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'user_item'::regclass "
+            "AND attnum > 0 AND NOT attisdropped")).all())
+        assert {name: columns[name] for name in COMPRESSED_COLUMNS} == dict.fromkeys(COMPRESSED_COLUMNS, "l")
+        assert {name for name, method in columns.items() if method} == set(COMPRESSED_COLUMNS)
+        user_id = create_user(app, "copy-lz4")
+        writer_ = BatchWriter(db.engine, user_id)
+        # Compressible, and over the 2 kB beyond which PostgreSQL compresses.
+        trace = "at frame\\n" * 3000
+        rows = [_row(user_id, index, f'{{"entry": {index}, "trace": "{trace}"}}') for index in range(4)]
+        assert writer_.write(rows[:2]) == 2  # all new: COPYed straight in
+        assert writer_.write(rows) == 2  # with a redelivery: through the stage table
+        assert _compression(user_id) == dict.fromkeys([row["message_id"] for row in rows], "lz4")
+        stored = dict(db.session.execute(sa.select(UserItem.message_id, UserItem.data_text)
+                                         .where(UserItem.user_id == user_id)).all())
+        assert stored == {row["message_id"]: row["data_text"] for row in rows}
+        db.session.rollback()

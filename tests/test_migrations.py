@@ -5,6 +5,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.models import COMPRESSED_COLUMNS
 from tests.conftest import ROOT, drop_schema, service_env
 
 
@@ -33,3 +34,21 @@ def test_migrated_schema_matches_models(app, runner):
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No new upgrade operations detected" in result.stdout
+
+
+def _compression_of_payload_columns(app) -> dict[str, str]:
+    with app.app_context(), db.engine.connect() as connection:
+        return dict(connection.execute(sa.text(
+            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'user_item'::regclass "
+            "AND attname = ANY(:names)"), {"names": list(COMPRESSED_COLUMNS)}).all())
+
+
+def test_postgresql_migration_compresses_payloads_with_lz4_and_downgrade_restores_the_default(
+        app, runner, require_postgres):
+    drop_schema(app)
+    assert runner.invoke(args=["db", "upgrade", "a1e47b0c0018"]).exit_code == 0
+    assert _compression_of_payload_columns(app) == dict.fromkeys(COMPRESSED_COLUMNS, "")
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert _compression_of_payload_columns(app) == dict.fromkeys(COMPRESSED_COLUMNS, "l")
+    assert runner.invoke(args=["db", "downgrade", "a1e47b0c0018"]).exit_code == 0
+    assert _compression_of_payload_columns(app) == dict.fromkeys(COMPRESSED_COLUMNS, "")

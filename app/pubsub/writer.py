@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import DEDUP_KEY, Task, UserItem
+from app.models import COMPRESSED_COLUMNS, DEDUP_KEY, Task, UserItem, compress_with_lz4
 from app.pubsub.messages import quarantined
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ COLUMNS = [
     "is_json", "attributes_json", "ordering_key", "delivery_attempt", "size",
 ]
 STAGE_TABLE = "user_item_stage"
+STAGE_COMPRESSED_COLUMNS = tuple(name for name in COMPRESSED_COLUMNS if name in COLUMNS)
 COPY_READ_BYTES = 1 << 20
 
 
@@ -351,6 +352,8 @@ class BatchWriter:
         created = not connection.connection.info.get(STAGE_TABLE)
         if created:
             connection.execute(self.create_stage)
+            # Compressed as user_item is: a value compressed in the stage table is moved over as it is.
+            compress_with_lz4(connection, STAGE_TABLE, STAGE_COMPRESSED_COLUMNS)
         self._copy(connection, f"COPY {STAGE_TABLE} ({', '.join(COLUMNS)}) FROM STDIN", data.rewind())
         if wanted is not None:
             # What the INSERT really inserted: a redelivery returns nothing, so it fires nothing.

@@ -1,0 +1,88 @@
+"""What PostgreSQL's compression of large payloads costs the ingest path: pglz against lz4 (issue 19).
+
+    .venv/bin/python bench/compression.py [--rows 20000] [--repeat 5] [--database-url URL]
+
+On a scratch database made by the migrations (bench/stack.py FreshDatabase, dropped at exit), it
+stores --rows messages of the realistic corpus (bench/corpus.py; about a quarter of them are over
+the 2 kB beyond which PostgreSQL compresses) through the app's own BatchWriter, 1,000 per batch,
+into an emptied user_item, alternating the payload columns' compression between pglz (PostgreSQL's
+default) and lz4 (what the app sets: app.models.compress_with_lz4). It prints, per round and as
+medians, the wall time and the PostgreSQL backend's CPU per row, the table's size, and the lz4/pglz
+ratio of the medians. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+from index_cost import rows_for, store  # noqa: E402
+from stack import FreshDatabase, load_average  # noqa: E402
+
+from app.models import COMPRESSED_COLUMNS, lz4_available  # noqa: E402
+
+METHODS = ("pglz", "lz4")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--database-url", help="PostgreSQL server URL; a scratch database is created on it")
+    args = parser.parse_args(argv)
+
+    database = FreshDatabase(args.database_url)
+    engine = sa.create_engine(database.url, pool_size=1, max_overflow=0)
+    try:
+        with engine.begin() as connection:
+            if not lz4_available(connection):
+                print("this PostgreSQL has no lz4 (14 or later, built with lz4): nothing to compare")
+                return 1
+            user_id = connection.execute(sa.text(
+                "INSERT INTO \"user\" (username, email, is_admin) VALUES ('compression', 'c@example.com', false) "
+                "RETURNING id")).scalar()
+        results: dict[str, list[tuple[float, float, int]]] = {method: [] for method in METHODS}
+        print(f"{args.rows:,} rows of the realistic corpus per round and method, 1,000 per batch, "
+              f"{args.repeat} rounds; load {load_average()}", flush=True)
+        for run in range(args.repeat):
+            for method in METHODS:
+                rows = rows_for(user_id, args.rows, run)
+                with engine.begin() as connection:
+                    connection.execute(sa.text("TRUNCATE user_item"))
+                    connection.execute(sa.text("ALTER TABLE user_item " + ", ".join(
+                        f"ALTER COLUMN {column} SET COMPRESSION {method}" for column in COMPRESSED_COLUMNS)))
+                wall, cpu = store(engine, user_id, rows)
+                with engine.connect() as connection:
+                    size = connection.scalar(sa.text("SELECT pg_total_relation_size('user_item')"))
+                    used = connection.execute(sa.text(
+                        "SELECT pg_column_compression(data_text), count(*) FROM user_item "
+                        "WHERE pg_column_compression(data_text) IS NOT NULL GROUP BY 1")).all()
+                assert [name for name, _ in used] == [method], used  # each round compressed as it says
+                results[method].append((wall, cpu, size))
+                print(f"  round {run + 1} {method:5s} {wall * 1e6 / args.rows:6.1f} µs/row wall, PostgreSQL "
+                      f"{cpu * 1e6 / args.rows:6.1f} µs/row CPU, table {size / 1e6:5.1f} MB "
+                      f"({used[0][1]:,} rows compressed); load {load_average()}", flush=True)
+        print("\nmedians:")
+        medians = {method: [statistics.median(result[field] for result in results[method]) for field in range(3)]
+                   for method in METHODS}
+        for method, (wall, cpu, size) in medians.items():
+            print(f"  {method:5s} {wall * 1e6 / args.rows:6.1f} µs/row wall, PostgreSQL {cpu * 1e6 / args.rows:6.1f} "
+                  f"µs/row CPU, table {size / 1e6:5.1f} MB")
+        (wall_pglz, cpu_pglz, size_pglz), (wall_lz4, cpu_lz4, size_lz4) = medians["pglz"], medians["lz4"]
+        print(f"  lz4/pglz: wall {wall_lz4 / wall_pglz:.2f}, PostgreSQL CPU {cpu_lz4 / cpu_pglz:.2f}, "
+              f"size {size_lz4 / size_pglz:.2f}")
+        print(f"load at the end {load_average()}")
+    finally:
+        engine.dispose()
+        database.drop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
