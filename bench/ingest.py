@@ -21,9 +21,10 @@ notifications, Cloud Logging entries with stack traces, audit-log entries, non-A
 committed, so worker start-up is not counted. It prints msg/s and MB/s (payload bytes), the
 ratios c/a, d/b and d/c, the work horse's peak memory (VmHWM), and the CPU per message
 over the drain of the work horse, this database's PostgreSQL backends and the emulator
-(/proc/<pid>/stat), with the work horse's own split into pull, convert, write and ack (the
-job's time.thread_time counters, which it logs as it ends: app.pubsub.sources.CpuCounters), and
-the CPU time its garbage collections took, mostly within those steps.
+(/proc/<pid>/stat; for the emulator, also the share its JIT compiler threads took), with the
+work horse's own split into pull, convert, write and ack (the job's time.thread_time counters,
+which it logs as it ends: app.pubsub.sources.CpuCounters), and the CPU time its garbage
+collections took, mostly within those steps.
 To show whether the cores were the limit, it also prints how busy the whole machine was over the
 drain and, per process, the time its threads were ready to run but waited for a core
 (/proc/<pid>/schedstat). With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
@@ -219,7 +220,8 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubE
                            message=f"the {mode} job's CPU line in {log_path}")
         split = json.loads(match.group(1))
         cpu = {name: (end[name] - start[name]) * 1e6 / count
-               for name in ("horse", "postgres", "emulator", "horse_wait", "postgres_wait", "emulator_wait")}
+               for name in ("horse", "postgres", "emulator", "emulator_jit", "horse_wait", "postgres_wait",
+                            "emulator_wait")}
         # Whether the cores were the limit: the machine's busy share over the drain (all cores).
         cpu["machine_busy"] = (end["machine_busy"] - start["machine_busy"]) / max(
             1e-9, end["machine_total"] - start["machine_total"])
@@ -493,9 +495,10 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         start = meter.sample()
         seconds = drain(client, paths[key], count)
         end = meter.sample()
-        cpu = {name: (end[name] - start[name]) * 1e6 / count for name in ("emulator", "bench")}
+        cpu = {name: (end[name] - start[name]) * 1e6 / count for name in ("emulator", "emulator_jit", "bench")}
         result[f"{key}_cpu"] = cpu
-        show(key, title, seconds, f"  CPU µs/message: emulator {cpu['emulator']:.0f}, this client {cpu['bench']:.0f}")
+        show(key, title, seconds, f"  CPU µs/message: emulator {cpu['emulator']:.0f} (JIT compiling "
+                                  f"{cpu['emulator_jit']:.0f}), this client {cpu['bench']:.0f}")
     for key, mode in (("c", "streaming"), ("d", "batch")):
         run = app_mode(mode, database_url, redis, emulator, f"{name}-{key}", count, workdir)
         result[f"{key}_peak_kb"] = run["peak_kb"]
@@ -505,7 +508,8 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         print(f"        CPU µs/message: work horse {cpu['horse']:.0f} (of which pull {split['pull']:.0f}, convert "
               f"{split['convert']:.0f}, write {split['write']:.0f}, ack {split['ack']:.0f}; garbage collection "
               f"{split.get('gc', 0):.0f}, mostly within those), PostgreSQL "
-              f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f}; {split['rows_per_write']:.0f} rows a write",
+              f"{cpu['postgres']:.0f}, emulator {cpu['emulator']:.0f} (JIT compiling {cpu['emulator_jit']:.0f}); "
+              f"{split['rows_per_write']:.0f} rows a write",
               flush=True)
         print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
               f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
@@ -515,8 +519,8 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
     return result
 
 
-STEPS = ("horse", "pull", "convert", "write", "ack", "gc", "postgres", "emulator")
-STEP_LABELS = {"gc": "garbage collection (mostly within pull to ack)"}
+STEPS = ("horse", "pull", "convert", "write", "ack", "gc", "postgres", "emulator", "emulator_jit")
+STEP_LABELS = {"gc": "garbage collection (mostly within pull to ack)", "emulator_jit": "of which JIT compiling"}
 WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait")
 
 
@@ -556,8 +560,9 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
               f"{max(max(r['c_peak_kb'], r['d_peak_kb']) for r in results[name]) / 1024:.0f} MB (target < 300 MB)")
         for key, mode in (("a", "bare streaming"), ("b", "bare pull")):
             cpu = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name])
-                   for part in ("emulator", "bench")}
-            print(f"          {mode:14s} CPU µs/message: emulator {cpu['emulator']:.0f}, client {cpu['bench']:.0f}")
+                   for part in ("emulator", "emulator_jit", "bench")}
+            print(f"          {mode:14s} CPU µs/message: emulator {cpu['emulator']:.0f} (JIT compiling "
+                  f"{cpu['emulator_jit']:.0f}), client {cpu['bench']:.0f}")
         for key, mode in (("c", "app streaming"), ("d", "app batch")):
             cpu = {step: statistics.median(result[f"{key}_cpu"][step] for result in results[name]) for step in STEPS}
             print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{STEP_LABELS.get(step, step)} {cpu[step]:.0f}"

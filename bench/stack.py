@@ -241,6 +241,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def jit_seconds(pid: int) -> float:
+    """CPU seconds a Java process's JIT compiler threads ("C1 CompilerThread0", "C2 ...") have used so far
+    (0 for any other process): the emulator compiles its code as it meets it, for minutes."""
+    total = 0
+    for path in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        if name.startswith(("C1 Compiler", "C2 Compiler")):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -263,7 +279,8 @@ def run_queue_wait_seconds(pid: int) -> float:
 class CpuMeter:
     """CPU seconds used so far by named groups of processes, by the engine's database's PostgreSQL
     backends ("postgres") and by the whole machine, with each group's run-queue wait ("<name>_wait":
-    time its threads were ready to run but had no core). Sample before and after, and subtract.
+    time its threads were ready to run but had no core) and its Java JIT compiling ("<name>_jit", within
+    "<name>"). Sample before and after, and subtract.
 
     `groups` is called at each sample, so processes started in between (work horses) are found.
     Backends that closed in between are not counted; a pool keeps them open. Without a PostgreSQL
@@ -284,6 +301,7 @@ class CpuMeter:
         for name, pids in {**self.groups(), "postgres": backends}.items():
             figures[name] = sum(cpu_seconds(pid) for pid in pids)
             figures[f"{name}_wait"] = sum(run_queue_wait_seconds(pid) for pid in pids)
+            figures[f"{name}_jit"] = sum(jit_seconds(pid) for pid in pids)
         busy, total = machine_busy_seconds()
         return {**figures, "machine_busy": busy, "machine_total": total, "wall": time.monotonic()}
 
