@@ -13,7 +13,6 @@ ratio of the medians. Not run in CI.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -22,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
-from index_cost import rows_for, store  # noqa: E402
-from stack import FreshDatabase, load_average  # noqa: E402
+from index_cost import parse_args, rows_for, scratch_database, store  # noqa: E402
+from stack import load_average  # noqa: E402
 
 from app.models import COMPRESSED_COLUMNS, lz4_available  # noqa: E402
 
@@ -31,22 +30,13 @@ METHODS = ("pglz", "lz4")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--database-url", help="PostgreSQL server URL; a scratch database is created on it")
-    args = parser.parse_args(argv)
-
-    database = FreshDatabase(args.database_url)
-    engine = sa.create_engine(database.url, pool_size=1, max_overflow=0)
+    args = parse_args(argv, __doc__, repeat=5)
+    database, engine, user_id = scratch_database(args.database_url, "compression")
     try:
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             if not lz4_available(connection):
                 print("this PostgreSQL has no lz4 (14 or later, built with lz4): nothing to compare")
                 return 1
-            user_id = connection.execute(sa.text(
-                "INSERT INTO \"user\" (username, email, is_admin) VALUES ('compression', 'c@example.com', false) "
-                "RETURNING id")).scalar()
         results: dict[str, list[tuple[float, float, int]]] = {method: [] for method in METHODS}
         print(f"{args.rows:,} rows of the realistic corpus per round and method, 1,000 per batch, "
               f"{args.repeat} rounds; load {load_average()}", flush=True)

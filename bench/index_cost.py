@@ -55,20 +55,30 @@ def store(engine: sa.Engine, user_id: int, rows: list[dict]) -> tuple[float, flo
     return time.perf_counter() - started, cpu_seconds(backend) - cpu_before
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None, description: str, repeat: int) -> argparse.Namespace:
+    """The options this bench and bench/compression.py share."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--database-url", help="PostgreSQL server URL; a scratch database is created on it")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    database = FreshDatabase(args.database_url)
+
+def scratch_database(server_url: str | None, username: str) -> tuple[FreshDatabase, sa.Engine, int]:
+    """A migrated scratch database (dropped at exit), a one-connection engine on it, and a user's id."""
+    database = FreshDatabase(server_url)
     engine = sa.create_engine(database.url, pool_size=1, max_overflow=0)
+    with engine.begin() as connection:
+        user_id = connection.execute(sa.text(
+            "INSERT INTO \"user\" (username, email, is_admin) VALUES (:name, :email, false) RETURNING id"),
+            {"name": username, "email": f"{username}@example.com"}).scalar()
+    return database, engine, user_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__, repeat=3)
+    database, engine, user_id = scratch_database(args.database_url, "index-cost")
     try:
-        with engine.begin() as connection:
-            user_id = connection.execute(sa.text(
-                "INSERT INTO \"user\" (username, email, is_admin) VALUES ('index-cost', 'i@example.com', false) "
-                "RETURNING id")).scalar()
         settings = [("every index", [])] + [(f"without {index.name}", [index]) for index in SECONDARY] + [
             ("without the three", SECONDARY)]
         results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in settings}
