@@ -234,7 +234,6 @@ class UserItem(db.Model):
     def __repr__(self) -> str:
         return f"<UserItem {self.id} {self.message_id}>"
 
-
     @so.validates("subscription")
     def _full_subscription_path(self, _key: str, name: str | None) -> str | None:
         return full_subscription_path(name)
@@ -267,9 +266,9 @@ class UserItem(db.Model):
                 "ordering_key": self.ordering_key or ""}
 
 
-# The columns of user_item whose large values (over about 2 kB) PostgreSQL compresses out of line
-# (TOAST). With its default, pglz, compressing took over a quarter of the server's CPU storing
-# realistic payloads (perf); with lz4 the server's CPU a row is a quarter less, and the table 3% larger
+# The columns of user_item whose large values PostgreSQL compresses (TOAST, in rows over about 2 kB).
+# With its default, pglz, compressing took over a quarter of the server's CPU storing realistic
+# payloads (perf); with lz4 the server's CPU a row is 23% less, and the table 3% larger
 # (bench/compression.py).
 COMPRESSED_COLUMNS = ("data_text", "data_bytes", "attributes_json", "raw_message")
 

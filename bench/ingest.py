@@ -21,7 +21,7 @@ notifications, Cloud Logging entries with stack traces, audit-log entries, non-A
 committed, so worker start-up is not counted. It prints msg/s and MB/s (payload bytes), the
 ratios c/a, d/b and d/c, the work horse's peak memory (VmHWM), and the CPU per message
 over the drain of the work horse, this database's PostgreSQL backends and the emulator
-(/proc/<pid>/stat; for the emulator, also the share its JIT compiler threads took), with the
+(/proc/<pid>/stat; for the emulator, also at least what its JIT compiler threads took), with the
 work horse's own split into pull, convert, write and ack (the job's time.thread_time counters,
 which it logs as it ends: app.pubsub.sources.CpuCounters), and the CPU time its garbage
 collections took, mostly within those steps.

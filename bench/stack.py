@@ -243,9 +243,16 @@ def cpu_seconds(pid: int) -> float:
 
 def jit_seconds(pid: int) -> float:
     """CPU seconds a Java process's JIT compiler threads ("C1 CompilerThread0", "C2 ...") have used so far
-    (0 for any other process): the emulator compiles its code as it meets it, for minutes."""
+    (0 for any other process): the emulator compiles its code as it meets it, for minutes.
+
+    A lower bound: the JVM ends compiler threads it no longer needs, and their time leaves /proc with them.
+    """
     total = 0
-    for path in Path(f"/proc/{pid}/task").glob("*/stat"):
+    try:
+        paths = list(Path(f"/proc/{pid}/task").glob("*/stat"))
+    except OSError:  # the process ended
+        return 0.0
+    for path in paths:
         try:
             text = path.read_text()
         except OSError:
