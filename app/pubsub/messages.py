@@ -140,7 +140,7 @@ def attributes_json(attributes: Mapping[str, str]) -> str:
 def _timestamp(seconds: int, nanos: int) -> datetime | None:
     if not seconds and not nanos:
         return None
-    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    return _EPOCH + timedelta(0, seconds, nanos // 1000)  # (days, seconds, microseconds): keywords cost twice
 
 
 def build_row(
@@ -185,13 +185,14 @@ def build_row(
 def row_from_pulled(received, *, user_id: int, subscription: str, received_at: datetime | None = None) -> dict:
     """A row from a raw `ReceivedMessage` protobuf, as returned by unary Pull."""
     message = received.message
+    published = message.publish_time  # each read of a field makes a new wrapper
     return build_row(
         user_id=user_id,
         subscription=subscription,
         message_id=message.message_id,
         data=message.data,
         attributes=message.attributes,
-        publish_time=_timestamp(message.publish_time.seconds, message.publish_time.nanos),
+        publish_time=_timestamp(published.seconds, published.nanos),
         ordering_key=message.ordering_key,
         delivery_attempt=received.delivery_attempt,
         size=message.ByteSize(),
