@@ -16,6 +16,8 @@ Corpora (bench/corpus.py, seeded: the same bytes every run): `padded`, --count C
 notifications padded with "x" to --size (the default, as before); `real`, Cloud Build
 notifications, Cloud Logging entries with stack traces, audit-log entries, non-ASCII text and
 5% binary, sizes log-normal from 200 B to 64 KB; `both`, side by side, alternating in order.
+With --warmup N, N rounds run first and are not counted: the emulator's JIT compiler works for
+minutes, and a cold emulator slows the bare client's (b) most, so the first rounds flatter d/b.
 
 (c) and (d) are timed from the job's "Polling" notification to the last row
 committed, so worker start-up is not counted. It prints msg/s and MB/s (payload bytes), the
@@ -539,6 +541,10 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
     print(f"database: {args.database}; emulator {emulator.host}; logs in {workdir}; {args.repeat} round(s)")
     for name, messages in corpora.items():
         print(f"  {name} corpus: {describe(messages)}", flush=True)
+    for number in range(args.warmup):
+        print(f"warm-up round {number + 1} of {args.warmup} (not counted); load {load_average()}", flush=True)
+        for name in names:
+            drain_round(name, corpora[name], args, emulator, redis, database_url, client, publisher, workdir)
     results: dict[str, list[dict]] = {name: [] for name in names}
     for number in range(args.repeat):
         order = names if number % 2 == 0 else names[::-1]
@@ -551,7 +557,8 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
     def median(name: str, key: str) -> float:
         return statistics.median(result[key] for result in results[name])
 
-    print(f"\nmedians of {args.repeat} on {args.database}; load at the end {load_average()}:")
+    print(f"\nmedians of {args.repeat} on {args.database} (after {args.warmup} warm-up round(s)); load at the end "
+          f"{load_average()}:")
     for name in names:
         print(f"  {name:6s}: " + "  ".join(f"({key}) {median(name, key):,.0f} msg/s {median(name, key + '_mbps'):.1f} "
                                          f"MB/s" for key in "abcd"))
@@ -593,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streaming-count", type=int, default=20_000, help="scale-out: messages per streaming run")
     parser.add_argument("--batch-count", type=int, default=60_000, help="scale-out: messages per batch run")
     parser.add_argument("--repeat", type=int, default=1, help="rounds (scale-out: runs per setting); medians reported")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="rounds run first and not counted, so that the emulator's JIT compiler has done most of "
+                             "its work (it compiles for minutes, and a cold emulator slows (b) most)")
     parser.add_argument("--corpus", choices=["padded", "real", "both"], default="padded",
                         help="padded: Cloud Build notifications padded with x to --size (the default); real: the "
                              "realistic corpus of bench/corpus.py; both: side by side")
