@@ -599,6 +599,24 @@ def test_subscription_that_does_not_exist_fails_with_the_cause(app, emulator, mo
     assert outcome.startswith("Failed: ") and "does not exist" in outcome
 
 
+def test_a_polling_task_on_the_emulator_makes_its_source_ask_for_the_emulators_hundred(app, emulator, monkeypatch):
+    """run_polling_task hands make_source whether the app talks to the emulator (the pull size tested above)."""
+    from app.pubsub import poller
+
+    made = []
+
+    def recording_make_source(*args, **kwargs):
+        made.append(make_source(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(poller, "make_source", recording_make_source)
+    _user_id, task_id = make_task(app, "no-such-subscription")
+    app.config["PUBSUB_EMULATOR_HOST"] = emulator.host
+    with app.app_context():
+        assert run_polling_task(task_id).startswith("Failed: ")  # the subscription does not exist
+    assert [(source.mode, source.pull_size) for source in made] == [("batch", EMULATOR_PULL_SIZE)]
+
+
 def test_missing_credentials_fail_with_the_cause(app, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud application-default credentials either
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
