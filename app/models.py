@@ -287,9 +287,14 @@ def compress_with_lz4(connection: sa.Connection, table: str, columns: tuple[str,
     """
     if not lz4_available(connection):
         return False
-    connection.execute(sa.text(f'ALTER TABLE "{table}" '
-                               + ", ".join(f"ALTER COLUMN {column} SET COMPRESSION lz4" for column in columns)))
+    connection.execute(compression_statement(table, columns, "lz4"))
     return True
+
+
+def compression_statement(table: str, columns: tuple[str, ...], method: str) -> sa.TextClause:
+    """ALTER TABLE setting how PostgreSQL (14 or later) compresses the columns' new values: lz4, pglz or default."""
+    return sa.text(f'ALTER TABLE "{table}" '
+                   + ", ".join(f"ALTER COLUMN {column} SET COMPRESSION {method}" for column in columns))
 
 
 @sa.event.listens_for(UserItem.__table__, "after_create")

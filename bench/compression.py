@@ -24,15 +24,14 @@ import sqlalchemy as sa  # noqa: E402
 from index_cost import parse_args, rows_for, scratch_database, store  # noqa: E402
 from stack import load_average  # noqa: E402
 
-from app.models import COMPRESSED_COLUMNS, lz4_available  # noqa: E402
+from app.models import COMPRESSED_COLUMNS, compression_statement, lz4_available  # noqa: E402
 
 METHODS = ("pglz", "lz4")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, repeat=5)
-    database, engine, user_id = scratch_database(args.database_url, "compression")
-    try:
+    with scratch_database(args.database_url, "compression") as (engine, user_id):
         with engine.connect() as connection:
             if not lz4_available(connection):
                 print("this PostgreSQL has no lz4 (14 or later, built with lz4): nothing to compare")
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = rows_for(user_id, args.rows, run)
                 with engine.begin() as connection:
                     connection.execute(sa.text("TRUNCATE user_item"))
-                    connection.execute(sa.text("ALTER TABLE user_item " + ", ".join(
-                        f"ALTER COLUMN {column} SET COMPRESSION {method}" for column in COMPRESSED_COLUMNS)))
+                    connection.execute(compression_statement("user_item", COMPRESSED_COLUMNS, method))
                 wall, cpu = store(engine, user_id, rows)
                 with engine.connect() as connection:
                     size = connection.scalar(sa.text("SELECT pg_total_relation_size('user_item')"))
@@ -68,9 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  lz4/pglz: wall {wall_lz4 / wall_pglz:.2f}, PostgreSQL CPU {cpu_lz4 / cpu_pglz:.2f}, "
               f"size {size_lz4 / size_pglz:.2f}")
         print(f"load at the end {load_average()}")
-    finally:
-        engine.dispose()
-        database.drop()
     return 0
 
 

@@ -14,9 +14,11 @@ of each setting and what each index adds. Not run in CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,21 +66,25 @@ def parse_args(argv: list[str] | None, description: str, repeat: int) -> argpars
     return parser.parse_args(argv)
 
 
-def scratch_database(server_url: str | None, username: str) -> tuple[FreshDatabase, sa.Engine, int]:
-    """A migrated scratch database (dropped at exit), a one-connection engine on it, and a user's id."""
+@contextlib.contextmanager
+def scratch_database(server_url: str | None, username: str) -> Iterator[tuple[sa.Engine, int]]:
+    """A one-connection engine on a migrated scratch database, and a user's id; the database is dropped after."""
     database = FreshDatabase(server_url)
     engine = sa.create_engine(database.url, pool_size=1, max_overflow=0)
-    with engine.begin() as connection:
-        user_id = connection.execute(sa.text(
-            "INSERT INTO \"user\" (username, email, is_admin) VALUES (:name, :email, false) RETURNING id"),
-            {"name": username, "email": f"{username}@example.com"}).scalar()
-    return database, engine, user_id
+    try:
+        with engine.begin() as connection:
+            user_id = connection.execute(sa.text(
+                "INSERT INTO \"user\" (username, email, is_admin) VALUES (:name, :email, false) RETURNING id"),
+                {"name": username, "email": f"{username}@example.com"}).scalar()
+        yield engine, user_id
+    finally:
+        engine.dispose()
+        database.drop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, repeat=3)
-    database, engine, user_id = scratch_database(args.database_url, "index-cost")
-    try:
+    with scratch_database(args.database_url, "index-cost") as (engine, user_id):
         settings = [("every index", [])] + [(f"without {index.name}", [index]) for index in SECONDARY] + [
             ("without the three", SECONDARY)]
         results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in settings}
@@ -110,9 +116,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:50s} {wall * 1e6 / args.rows:6.1f} µs/row wall ({saved_wall:+6.1f} saved), "
                   f"PostgreSQL {cpu * 1e6 / args.rows:6.1f} µs/row CPU ({saved_cpu:+6.1f} saved)")
         print(f"load at the end {load_average()}")
-    finally:
-        engine.dispose()
-        database.drop()
     return 0
 
 

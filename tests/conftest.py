@@ -189,6 +189,14 @@ SCHEMA_FINGERPRINT = sa.text("""
 _created_schemas: dict[str, str] = {}
 
 
+def column_compression(app, table: str = "user_item") -> dict[str, str]:
+    """PostgreSQL: each column's compression setting ("l" lz4, "p" pglz, "" the server's default)."""
+    with app.app_context(), db.engine.connect() as connection:
+        return dict(connection.execute(sa.text(
+            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = CAST(:table AS regclass) "
+            "AND attnum > 0 AND NOT attisdropped"), {"table": table}).all())
+
+
 def fresh_schema(app, database_url: str) -> None:
     """Give the app create_all()'s empty schema, with every id sequence starting at 1 again.
 

@@ -22,7 +22,7 @@ from app.extensions import db
 from app.models import COMPRESSED_COLUMNS, User, UserItem, lz4_available
 from app.pubsub import writer
 from app.pubsub.writer import BatchWriter
-from tests.conftest import create_user
+from tests.conftest import column_compression, create_user
 
 # The formatting before issue 19, the reference (bench/copy_format.py times against it too).
 _OLD_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -156,9 +156,7 @@ def test_postgresql_large_payloads_are_compressed_with_lz4_on_either_path(app, r
         with db.engine.connect() as connection:
             if not lz4_available(connection):
                 pytest.skip("this PostgreSQL has no lz4: the app leaves pglz")
-        columns = dict(db.session.execute(sa.text(
-            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'user_item'::regclass "
-            "AND attnum > 0 AND NOT attisdropped")).all())
+        columns = column_compression(app)
         assert {name: columns[name] for name in COMPRESSED_COLUMNS} == dict.fromkeys(COMPRESSED_COLUMNS, "l")
         assert {name for name, method in columns.items() if method} == set(COMPRESSED_COLUMNS)
         user_id = create_user(app, "copy-lz4")

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import COMPRESSED_COLUMNS, lz4_available
-from tests.conftest import ROOT, drop_schema, service_env
+from tests.conftest import ROOT, column_compression, drop_schema, service_env
 
 
 def _tables(app):
@@ -38,10 +38,8 @@ def test_migrated_schema_matches_models(app, runner):
 
 
 def _compression_of_payload_columns(app) -> dict[str, str]:
-    with app.app_context(), db.engine.connect() as connection:
-        return dict(connection.execute(sa.text(
-            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'user_item'::regclass "
-            "AND attname = ANY(:names)"), {"names": list(COMPRESSED_COLUMNS)}).all())
+    columns = column_compression(app)
+    return {name: columns[name] for name in COMPRESSED_COLUMNS}
 
 
 def test_postgresql_migration_compresses_payloads_with_lz4_and_downgrade_restores_the_default(

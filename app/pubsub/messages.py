@@ -185,7 +185,7 @@ def build_row(
 def row_from_pulled(received, *, user_id: int, subscription: str, received_at: datetime | None = None) -> dict:
     """A row from a raw `ReceivedMessage` protobuf, as returned by unary Pull."""
     message = received.message
-    published = message.publish_time  # each read of a field makes a new wrapper
+    published = message.publish_time  # read once: each read of a message field costs a lookup
     return build_row(
         user_id=user_id,
         subscription=subscription,
