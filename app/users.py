@@ -12,7 +12,17 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db
-from app.models import SUBSCRIPTION_TAP, Alert, AlertRule, Notification, Subscription, Task, User, UserItem
+from app.models import (
+    SUBSCRIPTION_TAP,
+    Alert,
+    AlertRule,
+    Notification,
+    Subscription,
+    Task,
+    User,
+    UserItem,
+    lock_user_items,
+)
 from app.subscriptions import taps
 
 log = logging.getLogger(__name__)
@@ -105,6 +115,9 @@ def delete_user(user: User) -> list[str]:
         # The stops committed, and waiting took time: check again, as the deletes begin.
         if user.is_admin and admin_count(lock=True) <= 1:
             raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
+    # First: a polling job's batch of their messages either commits before the deletes start, or
+    # waits and then finds the user gone (user_item has no foreign key: app.models.UserItem.user_id).
+    lock_user_items(db.session, user.id)
     rules = sa.select(AlertRule.id).where(AlertRule.user_id == user.id)
     db.session.execute(sa.delete(Alert).where(Alert.rule_id.in_(rules)))
     for model in (UserItem, Notification, Task, Subscription, AlertRule):

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
-from corpus import real_corpus  # noqa: E402
+from corpus import padded_corpus, real_corpus  # noqa: E402
 from stack import FreshDatabase, cpu_seconds, load_average  # noqa: E402
 
 from app.models import UserItem  # noqa: E402
@@ -36,13 +36,15 @@ from app.pubsub.writer import BatchWriter  # noqa: E402
 SECONDARY = [index for index in UserItem.__table__.indexes if not index.unique]
 
 
-def rows_for(user_id: int, count: int, run: int) -> list[dict]:
+def rows_for(user_id: int, count: int, run: int, corpus: str = "real") -> list[dict]:
+    """Rows of the realistic corpus, or of the padded one (1 KB Cloud Build notifications), as the poller makes them."""
+    messages = real_corpus(count, "bench-project") if corpus == "real" else padded_corpus(count, "bench-project", 1000)
     now = datetime.now(UTC)
     return [build_row(user_id=user_id, subscription="projects/bench-project/subscriptions/index-cost",
                       message_id=f"{run}-{index}", data=message.data, attributes=message.attributes,
                       publish_time=now, ordering_key="", delivery_attempt=None, size=len(message.data),
                       received_at=now)
-            for index, message in enumerate(real_corpus(count, "bench-project"))]
+            for index, message in enumerate(messages)]
 
 
 def store(engine: sa.Engine, user_id: int, rows: list[dict]) -> tuple[float, float]:

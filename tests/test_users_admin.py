@@ -1,11 +1,17 @@
 """User administration in the browser's forms (admin only) and on the command line: one set of rules."""
 
 import re
+import threading
+from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import User
+from app.models import User, UserItem
+from app.pubsub.messages import build_row
+from app.pubsub.writer import BatchWriter, UserGone
+from app.users import delete_user
 from tests.bulk import insert_rows, item_row
 from tests.conftest import TEST_PASSWORD, AuthActions, create_user
 
@@ -94,6 +100,56 @@ def test_delete_asks_first_then_deletes_the_user_and_their_messages(app, client)
     assert user_named(app, "bob") is not None  # asking deletes nothing
     client.post(f"/admin/users/{bob_id}/delete", data={"csrf_token": token})
     assert user_named(app, "bob") is None
+    assert messages_of(app, bob_id) == 0
+
+
+def messages_of(app, user_id):
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).where(UserItem.user_id == user_id))
+
+
+def rows_for(user_id, count=3):
+    now = datetime.now(UTC)
+    return [build_row(user_id=user_id, subscription="projects/p/subscriptions/deleted", message_id=str(number),
+                      data=b'{"n": 1}', attributes={}, publish_time=now, ordering_key="", delivery_attempt=None,
+                      size=8, received_at=now) for number in range(count)]
+
+
+def test_the_writer_stores_nothing_for_a_user_who_is_gone(app):
+    # user_item has no foreign key (app.models.UserItem.user_id): the writer's own check is what refuses.
+    bob_id = create_user(app, "bob")
+    with app.app_context():
+        delete_user(db.session.get(User, bob_id))
+        db.session.commit()
+        writer = BatchWriter(db.engine, bob_id)
+        with pytest.raises(UserGone):
+            writer.write(rows_for(bob_id))
+    assert messages_of(app, bob_id) == 0
+
+
+def test_a_batch_written_while_its_user_is_being_deleted_waits_and_then_stores_nothing(app):
+    bob_id = create_user(app, "bob")
+    outcome = {}
+
+    def write_batch(engine):
+        try:
+            outcome["stored"] = BatchWriter(engine, bob_id).write(rows_for(bob_id))
+        except Exception as error:  # noqa: BLE001 - the test thread looks at it
+            outcome["error"] = error
+
+    with app.app_context():
+        delete_user(db.session.get(User, bob_id))  # the deletes are made, not yet committed
+        writing = threading.Thread(target=write_batch, args=(db.engine,), daemon=True)
+        writing.start()
+        writing.join(1.0)
+        # Without the user's lock taken first, the batch would commit now and outlive its user.
+        assert writing.is_alive(), outcome
+        db.session.commit()
+    writing.join(30)
+    assert not writing.is_alive()
+    assert isinstance(outcome.get("error"), UserGone), outcome
+    assert user_named(app, "bob") is None
+    assert messages_of(app, bob_id) == 0
 
 
 def test_the_last_admin_cannot_delete_themselves_but_one_of_two_can(app, client):

@@ -24,7 +24,7 @@ from app.polling import RESUMED_STAGE, TaskState, mark_alive
 from app.pubsub.client import SetupError, make_subscriber_client, on_emulator, pull_mode, subscription_path
 from app.pubsub.filtering import LocalFilter, filters_locally
 from app.pubsub.sources import EMULATOR_PULL_SIZE, Batch, PullSource, SourceError, StreamingSource
-from app.pubsub.writer import BatchWriter
+from app.pubsub.writer import BatchWriter, UserGone
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Poller:
         started = time.thread_time()
         try:
             inserted = self.writer.write(rows)
-        except SQLAlchemyError as error:
+        except (SQLAlchemyError, UserGone) as error:
             self.write_failures += 1
             log.warning(
                 "Task %s: could not store %d messages (%s); they are nacked and will be redelivered",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import COMPRESSED_COLUMNS, DEDUP_KEY, Task, UserItem, compress_with_lz4
+from app.models import COMPRESSED_COLUMNS, DEDUP_KEY, Task, User, UserItem, compress_with_lz4, lock_user_items
 from app.pubsub.messages import quarantined
 
 if TYPE_CHECKING:
@@ -193,6 +193,10 @@ def rejection_reason(error: Exception) -> str:
     return f"the database refused it ({cause.__class__.__name__}: {lines[0]})"
 
 
+class UserGone(LookupError):
+    """The user whose messages these are no longer exists: nothing was stored."""
+
+
 class BatchWriter:
     """Stores rows for one user's task; a redelivered message (same DEDUP_KEY) is stored once.
 
@@ -270,7 +274,8 @@ class BatchWriter:
                 if self.is_postgresql:
                     # Before any insert: the lock also orders quarantined rows' ids (and serialises
                     # the user's alert rate counts). The rules are read first: they decide the INSERT.
-                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.user_id)))
+                    lock_user_items(connection, self.user_id)
+                    self._check_user(connection)
                     # Only the rows some rule matches can fire, so only their ids are needed back.
                     watched = None
                     if evaluator is not None and evaluator.load(connection):
@@ -288,6 +293,7 @@ class BatchWriter:
                 if not self.is_postgresql:
                     # After the insert on SQLite: a transaction that reads first and writes later fails
                     # (SQLITE_BUSY_SNAPSHOT, no waiting) when another connection wrote in between.
+                    self._check_user(connection)
                     watching = evaluator is not None and evaluator.load(connection)
                 quarantined_count = len(quarantined_ids)
                 inserted += quarantined_count
@@ -311,6 +317,14 @@ class BatchWriter:
             # Only after the commit is the temporary table sure to exist: a rollback undoes it.
             connection_info[STAGE_TABLE] = True
         return inserted
+
+    def _check_user(self, connection: sa.Connection) -> None:
+        """Raise UserGone, undoing the batch, when the user has been deleted. user_item has no foreign
+        key (app.models.UserItem.user_id), so this is what keeps a message from outliving its user:
+        asked under the user's lock, which app.users.delete_user takes first (on SQLite, the write
+        lock that the batch's insert holds), so the user cannot go before the batch commits."""
+        if connection.scalar(sa.select(User.id).where(User.id == self.user_id)) is None:
+            raise UserGone(f"user {self.user_id} no longer exists")
 
     @staticmethod
     def _new_rows(rows: Sequence[dict[str, Any]], new_ids: Sequence, held: Sequence[dict[str, Any]],
