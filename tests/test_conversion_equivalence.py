@@ -4,8 +4,9 @@ is_json_text now turns plain text away on its first character instead of parsing
 with orjson, asking the json module only about what orjson refuses; the
 attributes are encoded string by string rather than by json.dumps; publish times are built from
 the epoch by adding a timedelta; and the writer formats a batch's COPY data in one loop
-(writer.copy_data) rather than row by row through copy_line. The versions they replaced serve as
-references here, and Hypothesis compares them on any input.
+(writer.copy_tuples), encoding what the batch's rows share once. The versions they replaced (and,
+for the COPY data, the batch written a row at a time) serve as references here, and Hypothesis
+compares them on any input.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size
     st.sampled_from(["", "\\", "\t", "\n", "\r", "\\N", "a\tb\\tc\n\r\\"])
 TIMES = st.datetimes(timezones=st.just(UTC))
 ROWS = st.fixed_dictionaries({
-    "user_id": st.integers(1, 2**31), "subscription": TEXT, "message_id": TEXT,
+    "user_id": st.integers(1, 2**31 - 1), "subscription": TEXT, "message_id": TEXT,
     "publish_time": st.none() | TIMES, "received_at": TIMES, "data_text": st.none() | TEXT,
     "data_bytes": st.none() | st.binary(max_size=20), "is_json": st.booleans(), "attributes_json": TEXT,
     "ordering_key": st.none() | TEXT, "delivery_attempt": st.none() | st.integers(1, 100),
@@ -108,8 +109,8 @@ ROWS = st.fixed_dictionaries({
 
 @settings(max_examples=200)
 @given(st.lists(ROWS, max_size=6), st.data())
-def test_batch_copy_data_is_each_rows_copy_line(rows, data):
-    # Rows of one batch share the subscription and time-received objects; copy_data formats those
+def test_a_batchs_copy_data_is_its_rows_copy_data_one_by_one(rows, data):
+    # Rows of one batch share the subscription and time-received objects; copy_tuples formats those
     # once, so batches here mix shared objects, equal copies and different values.
     shared_subscription, shared_time = "projects/p/subscriptions/shared", datetime(2026, 12, 1, tzinfo=UTC)
     for row in rows:
@@ -117,7 +118,7 @@ def test_batch_copy_data_is_each_rows_copy_line(rows, data):
             row["subscription"] = shared_subscription
         if data.draw(st.booleans()):
             row["received_at"] = shared_time + timedelta(0) if data.draw(st.booleans()) else shared_time
-    assert writer.copy_data(rows) == "".join(writer.copy_line(row) for row in rows).encode()
+    assert writer.copy_tuples(rows) == b"".join(writer.copy_tuples([row]) for row in rows)
 
 
 @settings(max_examples=200)

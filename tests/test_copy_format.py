@@ -1,17 +1,18 @@
-"""The COPY text formatting of app/pubsub/writer.py (issue 19): the same as before, and exact on PostgreSQL.
+"""The COPY data of app/pubsub/writer.py (PostgreSQL's binary format): what it says, and exact on PostgreSQL.
 
-The formatting used to escape with `str.translate` and a one-to-two map; it is now a chain
-of `str.replace`. The old one is kept below as the reference: for any text, and for whole
-rows, both give the same characters. On PostgreSQL, what BatchWriter COPYs is read back
-exactly as it was given, for any text PostgreSQL can hold (everything but NUL, which it
-refuses, as before: such payloads are stored as bytes, such message ids quarantined).
+The writer used to COPY in the text format, escaping every value; it now sends the binary
+format, which has no escapes. A reader written here from PostgreSQL's description of the
+format decodes what the writer formats, for any row; on PostgreSQL, what BatchWriter COPYs is
+read back exactly as it was given, every column, for any text PostgreSQL can hold (everything
+but NUL, which it refuses, as before: such payloads are stored as bytes, such message ids
+quarantined).
 """
 
 from __future__ import annotations
 
-import re
+import struct
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -21,58 +22,81 @@ from hypothesis import strategies as st
 from app.extensions import db
 from app.models import COMPRESSED_COLUMNS, User, UserItem, lz4_available
 from app.pubsub import writer
-from app.pubsub.writer import BatchWriter
+from app.pubsub.writer import COLUMNS, BatchWriter
 from tests.conftest import column_compression, create_user
 
-# The formatting before issue 19, the reference (bench/copy_format.py times against it too).
-_OLD_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_OLD_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-
-
-def reference_text(value: str | None) -> str:
-    if value is None:
-        return "\\N"
-    return value.translate(_OLD_ESCAPES) if _OLD_NEEDS_ESCAPE.search(value) else value
-
-
-_REFERENCE_PLAN = [(name, reference_text if write is writer._text else write) for name, write in writer._COPY_PLAN]
-
-
-def reference_copy_line(row: dict) -> str:
-    return "\t".join([write(row[name]) for name, write in _REFERENCE_PLAN]) + "\n"
-
-
-# Heavy on what COPY escapes, and on its look-alikes (a literal "\N", "\\t"), with any other code
-# point, surrogates included (Python strings can hold them).
-SPECIAL = st.sampled_from(["\\", "\t", "\n", "\r", "\x00", "N", "\\N", "\\\\", "t", "é", "𝄞", "\u2028", "\ufeff"])
-ANY_TEXT = st.lists(st.one_of(SPECIAL, st.characters()), max_size=200).map("".join)
+# What COPY once escaped, and look-alikes (a literal "\N", "\\t"), with any other code point.
+SPECIAL = st.sampled_from(["\\", "\t", "\n", "\r", "N", "\\N", "\\\\", "t", "é", "𝄞", "\u2028", "\ufeff"])
 STORABLE_TEXT = st.lists(st.one_of(SPECIAL, st.characters(exclude_categories=("Cs",))), max_size=200).map(
     lambda pieces: "".join(pieces).replace("\x00", ""))
+TIMES = st.datetimes(timezones=st.just(UTC))
+ROWS = st.fixed_dictionaries({
+    "user_id": st.integers(1, 2**31 - 1), "subscription": STORABLE_TEXT, "message_id": STORABLE_TEXT,
+    "publish_time": st.none() | TIMES, "received_at": TIMES, "data_text": st.none() | STORABLE_TEXT,
+    "data_bytes": st.none() | st.binary(max_size=50), "is_json": st.booleans(), "attributes_json": STORABLE_TEXT,
+    "ordering_key": st.none() | STORABLE_TEXT, "delivery_attempt": st.none() | st.integers(1, 2**31 - 1),
+    "size": st.integers(0, 2**31 - 1),
+})
 
 
-@settings(max_examples=500)
-@given(st.one_of(st.none(), ANY_TEXT))
-def test_text_is_formatted_as_before(value):
-    assert writer._text(value) == reference_text(value)
+def read_copy(data: bytes) -> list[list[bytes | None]]:
+    """The fields of each row of a binary COPY, as PostgreSQL's documentation describes the format."""
+    assert data[:11] == b"PGCOPY\n\xff\r\n\x00"
+    flags, extension = struct.unpack_from(">iI", data, 11)
+    assert flags == 0 and extension == 0
+    offset, rows = 19, []
+    while True:
+        (count,) = struct.unpack_from(">h", data, offset)
+        offset += 2
+        if count == -1:
+            assert offset == len(data), "bytes after the trailer"
+            return rows
+        fields = []
+        for _ in range(count):
+            (length,) = struct.unpack_from(">i", data, offset)
+            offset += 4
+            fields.append(None if length == -1 else data[offset : offset + length])
+            offset += max(length, 0)
+        rows.append(fields)
 
 
-@settings(max_examples=150)
-@given(st.fixed_dictionaries({
-    "user_id": st.integers(1, 2**31), "subscription": ANY_TEXT, "message_id": ANY_TEXT,
-    "publish_time": st.none() | st.datetimes(timezones=st.just(UTC)),
-    "received_at": st.datetimes(timezones=st.just(UTC)), "data_text": st.none() | ANY_TEXT,
-    "data_bytes": st.none() | st.binary(max_size=50), "is_json": st.booleans(), "attributes_json": ANY_TEXT,
-    "ordering_key": st.none() | ANY_TEXT, "delivery_attempt": st.none() | st.integers(1, 100),
-    "size": st.integers(0, 10**7),
-}))
-def test_rows_are_formatted_as_before(row):
-    assert writer.copy_line(row) == reference_copy_line(row)
+def microseconds_since_2000(moment: datetime) -> int:
+    since = moment - datetime(2000, 1, 1, tzinfo=UTC)
+    return (since.days * 86400 + since.seconds) * 1_000_000 + since.microseconds
 
 
-def test_escapes_are_applied_backslash_first():
-    # A tab becomes backslash-t, and the backslash it adds is not doubled; a literal backslash-t is.
-    assert writer._text("a\tb\\tc\n\r\\") == "a\\tb\\\\tc\\n\\r\\\\"
-    assert writer._text("\\N") == "\\\\N" and writer._text(None) == "\\N"
+def expected_fields(row: dict) -> list[bytes | None]:
+    def integer(value, size):
+        return None if value is None else value.to_bytes(size, "big", signed=True)
+
+    def text(value):
+        return None if value is None else value.encode("utf-8")
+
+    def time(value):
+        return None if value is None else integer(microseconds_since_2000(value), 8)
+
+    return [integer(row["user_id"], 4), text(row["subscription"]), text(row["message_id"]),
+            time(row["publish_time"]), time(row["received_at"]), text(row["data_text"]), row["data_bytes"],
+            b"\x01" if row["is_json"] else b"\x00", text(row["attributes_json"]), text(row["ordering_key"]),
+            integer(row["delivery_attempt"], 4), integer(row["size"], 4)]
+
+
+@settings(max_examples=300)
+@given(st.lists(ROWS, max_size=5))
+def test_copy_data_reads_back_as_the_rows_fields(rows):
+    assert len(COLUMNS) == 12
+    assert read_copy(writer.copy_data(rows)) == [expected_fields(row) for row in rows]
+
+
+def test_times_travel_as_microseconds_since_2000_in_utc():
+    moment = datetime(2026, 12, 3, 4, 5, 6, 789012, tzinfo=UTC)
+    since = ((((26 * 365 + 7) + 336) * 24 + 4) * 3600 + 5 * 60 + 6) * 1_000_000 + 789012  # 7 leap days, Dec 3
+    assert microseconds_since_2000(moment) == since
+    # The same moment in another zone, and a naive time (read as UTC, as app.models.as_utc does).
+    for same in (moment, moment.astimezone(timezone(timedelta(hours=5, minutes=30))), moment.replace(tzinfo=None)):
+        assert writer._time(same) == struct.pack(">iq", 8, since)
+    assert writer._time(datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == struct.pack(">iq", 8, -1)
+    assert writer._time(None) == struct.pack(">i", -1)
 
 
 def _row(user_id: int, index: int, text: str) -> dict:
@@ -85,19 +109,19 @@ def _row(user_id: int, index: int, text: str) -> dict:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(STORABLE_TEXT, min_size=1, max_size=20))
-def test_postgresql_reads_back_exactly_what_was_copied(app, require_postgres, texts):
+@given(rows=st.lists(ROWS, min_size=1, max_size=10))
+def test_postgresql_reads_back_exactly_what_was_copied(app, require_postgres, rows):
     with app.app_context():
         # The app fixture is set up once for all the examples: so is this user.
         user_id = db.session.scalar(sa.select(User.id).where(User.username == "copy")) or create_user(app, "copy")
-        rows = [_row(user_id, index, text) for index, text in enumerate(texts)]
+        rows = [dict(row, user_id=user_id, message_id=f"{uuid.uuid4().hex}-{index}", quarantine_reason=None,
+                     raw_message=None) for index, row in enumerate(rows)]
         assert BatchWriter(db.engine, user_id).write(rows) == len(rows)
         stored = {item.message_id: item for item in db.session.scalars(
             sa.select(UserItem).where(UserItem.message_id.in_([row["message_id"] for row in rows])))}
         for row in rows:
             item = stored[row["message_id"]]
-            assert (item.data_text, item.attributes_json, item.ordering_key, item.subscription) == (
-                row["data_text"], row["attributes_json"], row["ordering_key"], row["subscription"])
+            assert {column: getattr(item, column) for column in COLUMNS} == {column: row[column] for column in COLUMNS}
         db.session.rollback()
 
 
