@@ -200,8 +200,9 @@ class UserItem(db.Model):
     id: so.Mapped[int] = so.mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
     # Not a foreign key: PostgreSQL checks one row by row, a query of the user table for each
     # message stored (a quarter of its CPU on a batch of 1 KB messages, bench/foreign_key.py).
-    # The writer checks once a batch instead, under the user's lock, which deleting a user also
-    # takes first (app.pubsub.writer.BatchWriter, app.users.delete_user): no message outlives its user.
+    # The writer checks once a batch instead that its task (or user) still exists, under the user's
+    # lock, which deleting a user takes before its deletes (app.pubsub.writer.BatchWriter,
+    # app.users.delete_user): no message outlives its user.
     user_id: so.Mapped[int] = so.mapped_column()
     subscription: so.Mapped[str] = so.mapped_column(sa.String(512))
     message_id: so.Mapped[str] = so.mapped_column(sa.String(128))
@@ -288,8 +289,8 @@ def lz4_available(connection: sa.Connection) -> bool:
 def lock_user_items(executor: sa.Connection | so.Session | so.scoped_session, user_id: int) -> None:
     """Take the user's lock on their messages until the transaction ends (PostgreSQL; SQLite has one
     writer at a time anyway). Every batch of the user's messages is written under it, so their ids
-    commit in id order, and deleting the user takes it before anything else: a batch either commits
-    before the deletion starts, or finds the user gone (app.pubsub.writer.BatchWriter)."""
+    commit in id order, and deleting the user takes it before deleting any row: a batch either
+    commits before those deletes, or finds the user gone (app.pubsub.writer.BatchWriter)."""
     bind = executor if isinstance(executor, sa.Connection) else executor.get_bind()
     if bind.dialect.name == "postgresql":
         executor.execute(sa.select(sa.func.pg_advisory_xact_lock(user_id)))

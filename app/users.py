@@ -47,7 +47,10 @@ def admin_count(lock: bool = False) -> int:
     """How many admins there are. With `lock`, their rows stay locked (on PostgreSQL) until the transaction
     ends, so that two admins deleting each other at once cannot both pass the last-admin rule."""
     if lock:
-        return len(db.session.scalars(sa.select(User.id).where(User.is_admin.is_(True)).with_for_update()).all())
+        # FOR NO KEY UPDATE: still one deletion at a time, but not in the way of a foreign key's check on
+        # the row (a polling job's notification for that admin), which could deadlock with delete_user.
+        return len(db.session.scalars(
+            sa.select(User.id).where(User.is_admin.is_(True)).with_for_update(key_share=True)).all())
     return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.is_admin.is_(True))) or 0
 
 
@@ -115,7 +118,7 @@ def delete_user(user: User) -> list[str]:
         # The stops committed, and waiting took time: check again, as the deletes begin.
         if user.is_admin and admin_count(lock=True) <= 1:
             raise UserRuleError(f"{user.username!r} is the last admin and cannot be deleted")
-    # First: a polling job's batch of their messages either commits before the deletes start, or
+    # Before the deletes: a polling job's batch of their messages either commits before they start, or
     # waits and then finds the user gone (user_item has no foreign key: app.models.UserItem.user_id).
     lock_user_items(db.session, user.id)
     rules = sa.select(AlertRule.id).where(AlertRule.user_id == user.id)

@@ -8,8 +8,9 @@ exists. On a scratch database made by the migrations (bench/stack.py FreshDataba
 exit), this stores --rows messages of the padded corpus (1 KB Cloud Build notifications, as
 bench/ingest.py's default) through the app's own BatchWriter, 1,000 per batch, into an emptied
 user_item, alternating between the key put back (as the schema had it before migration
-f2c8e5a7b931) and the app's schema. It prints, per round and as medians, the wall time and the
-PostgreSQL backend's CPU per row, and the ratio of the medians. Not run in CI.
+f2c8e5a7b931) and the app's schema; both run the writer's own check, one query a batch. It
+prints, per round and as medians, the wall time and the PostgreSQL backend's CPU per row, and
+the ratio of the medians. Not run in CI.
 """
 
 from __future__ import annotations

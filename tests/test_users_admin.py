@@ -2,13 +2,14 @@
 
 import re
 import threading
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import User, UserItem
+from app.models import Task, User, UserItem
 from app.pubsub.messages import build_row
 from app.pubsub.writer import BatchWriter, UserGone
 from app.users import delete_user
@@ -127,6 +128,24 @@ def test_the_writer_stores_nothing_for_a_user_who_is_gone(app):
     assert messages_of(app, bob_id) == 0
 
 
+def test_a_polling_jobs_batch_is_not_stored_for_a_new_user_given_the_deleted_users_id(app):
+    # SQLite gives the next user made the id of a deleted user when it was the highest. A job
+    # still polling for the deleted user writes for its task, which went with the user.
+    bob_id = create_user(app, "bob")
+    with app.app_context():
+        task = Task(id=uuid.uuid4().hex, name="polling_subscription", user_id=bob_id, description="Polling")
+        db.session.add(task)
+        db.session.commit()
+        writer = BatchWriter(db.engine, bob_id, task.id)
+        assert writer.write(rows_for(bob_id, 1)) == 1
+        delete_user(db.session.get(User, bob_id))
+        db.session.add(User(id=bob_id, username="carol", email="carol@example.com"))
+        db.session.commit()
+        with pytest.raises(UserGone):
+            writer.write(rows_for(bob_id))
+    assert messages_of(app, bob_id) == 0
+
+
 def test_a_batch_written_while_its_user_is_being_deleted_waits_and_then_stores_nothing(app):
     bob_id = create_user(app, "bob")
     outcome = {}
@@ -142,7 +161,8 @@ def test_a_batch_written_while_its_user_is_being_deleted_waits_and_then_stores_n
         writing = threading.Thread(target=write_batch, args=(db.engine,), daemon=True)
         writing.start()
         writing.join(1.0)
-        # Without the user's lock taken first, the batch would commit now and outlive its user.
+        # On PostgreSQL, without the user's lock taken before the deletes, the batch would commit now
+        # and outlive its user; on SQLite the deletes' write lock holds it.
         assert writing.is_alive(), outcome
         db.session.commit()
     writing.join(30)

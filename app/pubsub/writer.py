@@ -195,7 +195,8 @@ def rejection_reason(error: Exception) -> str:
 
 
 class UserGone(LookupError):
-    """The user whose messages these are no longer exists: nothing was stored."""
+    """The user whose messages these are, or their polling task, no longer exists: the batch was undone
+    (in a bisected write, halves committed before are deleted with the user)."""
 
 
 class BatchWriter:
@@ -246,8 +247,9 @@ class BatchWriter:
         One transaction when all goes well. When the database refuses the batch's data
         (DATA_ERRORS), the batch is bisected: the rows it takes are stored, and each row it
         refuses is stored in its quarantined form, so one message never holds back another.
-        Raises SQLAlchemyError only when the database fails as a whole (an outage): then
-        nothing should be acked. A row refused even in its bare quarantined form raises too (a bug).
+        Raises SQLAlchemyError only when the database fails as a whole (an outage), and UserGone
+        when the user or the task was deleted: then nothing should be acked. A row refused even in
+        its bare quarantined form raises too (a bug).
         """
         if not rows:
             return 0
@@ -276,7 +278,6 @@ class BatchWriter:
                     # Before any insert: the lock also orders quarantined rows' ids (and serialises
                     # the user's alert rate counts). The rules are read first: they decide the INSERT.
                     lock_user_items(connection, self.user_id)
-                    self._check_user(connection)
                     # Only the rows some rule matches can fire, so only their ids are needed back.
                     watched = None
                     if evaluator is not None and evaluator.load(connection):
@@ -294,20 +295,12 @@ class BatchWriter:
                 if not self.is_postgresql:
                     # After the insert on SQLite: a transaction that reads first and writes later fails
                     # (SQLITE_BUSY_SNAPSHOT, no waiting) when another connection wrote in between.
-                    self._check_user(connection)
                     watching = evaluator is not None and evaluator.load(connection)
                 quarantined_count = len(quarantined_ids)
                 inserted += quarantined_count
                 if watching and (new_ids or quarantined_ids):
                     evaluator.stored(connection, self._new_rows(rows, new_ids, held, quarantined_ids))
-                if self.task_id is not None:
-                    connection.execute(
-                        sa.update(Task)
-                        .where(Task.id == self.task_id)
-                        .values(stored_count=Task.stored_count + inserted,
-                                quarantined_count=Task.quarantined_count + quarantined_count,
-                                heartbeat_at=datetime.now(UTC))
-                    )
+                self._count_or_undo(connection, inserted, quarantined_count)
         except BaseException:
             if evaluator is not None:
                 evaluator.discard()
@@ -319,12 +312,28 @@ class BatchWriter:
             connection_info[STAGE_TABLE] = True
         return inserted
 
-    def _check_user(self, connection: sa.Connection) -> None:
-        """Raise UserGone, undoing the batch, when the user has been deleted. user_item has no foreign
-        key (app.models.UserItem.user_id), so this is what keeps a message from outliving its user:
-        asked under the user's lock, which app.users.delete_user takes first (on SQLite, the write
-        lock that the batch's insert holds), so the user cannot go before the batch commits."""
-        if connection.scalar(sa.select(User.id).where(User.id == self.user_id)) is None:
+    def _count_or_undo(self, connection: sa.Connection, inserted: int, quarantined_count: int) -> None:
+        """Add the batch to its task's counts; raise UserGone, undoing the batch, when the task (or,
+        without one, the user) no longer exists.
+
+        user_item has no foreign key (app.models.UserItem.user_id): this is what keeps a message from
+        outliving its user. It is asked after the inserts, under the user's lock, which
+        app.users.delete_user takes before its deletes (on SQLite, under the write lock the inserts
+        hold), so the user cannot go before the batch commits. The task, not the user, is what a
+        polling job asks about: deleting a user deletes their tasks, and a task's id is never used
+        again, where SQLite may give a deleted user's id to the next user made.
+        """
+        if self.task_id is not None:
+            counted = connection.execute(
+                sa.update(Task)
+                .where(Task.id == self.task_id)
+                .values(stored_count=Task.stored_count + inserted,
+                        quarantined_count=Task.quarantined_count + quarantined_count,
+                        heartbeat_at=datetime.now(UTC))
+            )
+            if counted.rowcount != 1:
+                raise UserGone(f"task {self.task_id} no longer exists")
+        elif connection.scalar(sa.select(User.id).where(User.id == self.user_id)) is None:
             raise UserGone(f"user {self.user_id} no longer exists")
 
     @staticmethod

@@ -12,7 +12,8 @@ before it deletes the user's messages and the user.
 On PostgreSQL, dropping the constraint locks user_item and user for an instant, but waits for every
 open transaction on them, with new ones queued behind it: it gives up after LOCK_TIMEOUT rather than
 stall the app, and the deploy fails, to be run again. SQLite copies the table (batch mode).
-The downgrade puts the key back; it fails if a message's user no longer exists.
+The downgrade puts the key back, which checks every stored message while writes to user_item wait;
+it fails if a message's user no longer exists.
 """
 from alembic import op
 
