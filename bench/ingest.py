@@ -69,6 +69,7 @@ from stack import (  # noqa: E402
     PubSubEmulator,
     RedisServer,
     children,
+    drop_database,
     load_average,
     on_exit,
     spawn,
@@ -255,17 +256,7 @@ def prepare_database(kind: str, url: str | None, workdir: Path) -> tuple[str, ca
         database_url = server.set(database=name).render_as_string(hide_password=False)
 
         def drop():
-            # FORCE ends the bench's own sessions, but not an autovacuum worker busy on the fresh rows,
-            # which a non-superuser may not end: it finishes soon, so try again for a while.
-            for attempt in range(30):
-                try:
-                    with admin.connect() as connection:
-                        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                    break
-                except sa.exc.ProgrammingError:
-                    if attempt == 29:
-                        raise
-                    time.sleep(1)
+            drop_database(admin, name)
             admin.dispose()
 
         on_exit(drop)

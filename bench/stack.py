@@ -137,9 +137,27 @@ class FreshDatabase:
         subprocess.run([flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
 
     def drop(self) -> None:
-        with self.admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        drop_database(self.admin, self.name)
         self.admin.dispose()
+
+
+def drop_database(admin: sa.Engine, name: str, attempts: int = 30) -> None:
+    """Drop a scratch database, however its sessions stand.
+
+    A plain DROP ends an autovacuum worker busy on the fresh rows itself, which FORCE may not do for a
+    non-superuser (it would need to signal the worker); FORCE ends sessions of the bench's own that are
+    still open. A session of another role that neither may end finishes soon: so try again for a while.
+    """
+    for attempt in range(attempts):
+        for statement in (f'DROP DATABASE IF EXISTS "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'):
+            try:
+                with admin.connect() as connection:
+                    connection.execute(sa.text(statement))
+                return
+            except sa.exc.DBAPIError:
+                if attempt == attempts - 1 and "FORCE" in statement:
+                    raise
+        time.sleep(1)
 
 
 def procfile_command(process_type: str) -> str:
