@@ -141,11 +141,16 @@ def test_postgresql_redelivered_rows_are_stored_once_after_a_direct_copy(app, re
         second = [_row(user_id, index, f"second {index}") for index in range(2)]
         twice = _row(user_id, 0, "twice")
         assert writer_.write(first) == 3  # all new: the direct path
+        assert writer_.copy_directly
         assert writer_.write(first[1:] + second) == 2  # a redelivery: the stage table, created now
+        assert not writer_.copy_directly  # the next batch goes through the stage table first
         assert writer_.write([twice, dict(twice)] + first[:1]) == 1  # the stage table again, and a duplicate within
+        assert not writer_.copy_directly
+        assert writer_.write([_row(user_id, 9, "new")]) == 1  # all new, through the stage table
+        assert writer_.copy_directly  # and the next batch goes straight in again
         stored = db.session.scalars(sa.select(UserItem.data_text).where(UserItem.user_id == user_id)
                                     .order_by(UserItem.id)).all()
-        assert stored == ["first 0", "first 1", "first 2", "second 0", "second 1", "twice"]
+        assert stored == ["first 0", "first 1", "first 2", "second 0", "second 1", "twice", "new"]
 
 
 def test_postgresql_a_redelivery_met_chunks_into_a_copy_stores_the_whole_batch_once(app, require_postgres):
