@@ -132,6 +132,28 @@ def test_postgresql_refuses_nul_in_copied_text_as_before(app, require_postgres):
             writer.BatchWriter(db.engine, user_id)._commit([_row(user_id, 0, "a\x00b")])
 
 
+def test_postgresql_a_row_that_cannot_be_formatted_is_a_data_error_not_an_outage(app, require_postgres):
+    # psycopg2 replaces what the COPY data's read() raised with a QueryCanceled (an OperationalError,
+    # which the poller takes for an outage: nack and retry for ever); the writer raises a data error,
+    # so that write() bisects the batch down to the row.
+    with app.app_context():
+        user_id = create_user(app, "copy-format-error")
+        row = _row(user_id, 0, "too large") | {"size": 2**31}  # beyond a PostgreSQL integer
+        with pytest.raises(writer.DATA_ERRORS) as raised:
+            writer.BatchWriter(db.engine, user_id)._commit([_row(user_id, 1, "fine"), row])
+        assert isinstance(raised.value.__cause__, struct.error)
+
+
+def test_postgresql_only_a_unique_violation_sends_a_batch_to_the_stage_table(app, require_postgres):
+    with app.app_context():
+        user_id = create_user(app, "copy-not-null")
+        writer_ = BatchWriter(db.engine, user_id)
+        with pytest.raises(sa.exc.IntegrityError) as raised:
+            writer_._commit([_row(user_id, 0, "no time received") | {"received_at": None}])
+        assert raised.value.orig.pgcode == "23502"  # not_null_violation, from the direct COPY
+        assert writer_.copy_directly
+
+
 def test_postgresql_redelivered_rows_are_stored_once_after_a_direct_copy(app, require_postgres):
     """New rows are COPYed straight into user_item; a batch with a redelivery falls back to the stage table."""
     with app.app_context():

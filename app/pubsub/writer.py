@@ -53,7 +53,9 @@ def _time(value: datetime | None) -> bytes:
     if value is None:
         return _NULL
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # as the app reads a naive time back (app.models.as_utc)
+        # As the app reads a naive time back (app.models.as_utc). Rows hold aware times; a naive one
+        # in a quarantined row (a plain INSERT) would be read in the session's time zone.
+        value = value.replace(tzinfo=UTC)
     return _int8(8, (value - _POSTGRES_EPOCH) // _MICROSECOND)
 
 
@@ -114,6 +116,7 @@ class CopyStream:
         self.chunks: list[bytes] = []
         self.formatted = 0  # rows formatted so far
         self.ended = False  # whether the trailer is in self.chunks
+        self.error: Exception | None = None  # what formatting a row raised, if it did
         self.chunk = 0  # the chunk being read
         self.offset = 0  # into that chunk
 
@@ -138,7 +141,13 @@ class CopyStream:
     def read(self, size: int = -1) -> bytes:
         """The next bytes, at most `size` of them (all of the current chunk when size < 0); b"" at the end."""
         while self.chunk == len(self.chunks):
-            if not self._format_next():
+            try:
+                more = self._format_next()
+            except Exception as error:
+                # psycopg2 replaces an error raised here with its own: BatchWriter._copy raises this one.
+                self.error = error
+                raise
+            if not more:
                 return b""
         data = self.chunks[self.chunk]
         if self.offset == 0 and (size < 0 or len(data) <= size):
@@ -183,7 +192,8 @@ SQLITE_ROWS_PER_INSERT = 2000
 
 
 # Errors that say a row's data cannot be stored, not that the database is unreachable. psycopg2
-# refuses a NUL in a bound string with a ValueError, before anything is sent.
+# refuses a NUL in a bound string with a ValueError, before anything is sent; a row that cannot be
+# formatted for COPY raises one too (BatchWriter._copy).
 DATA_ERRORS = (sa.exc.DataError, ValueError)
 
 
@@ -209,8 +219,11 @@ _COUNT_IN_TASK = (
 )
 
 
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
 class _Redelivered(Exception):
-    """A direct COPY met a message stored already; its transaction is undone. Holds the batch's
+    """A direct COPY met a message stored already (a unique violation); its transaction is undone. Holds the batch's
     COPY data, formatted already, for the stage table."""
 
     def __init__(self, data: CopyStream):
@@ -221,9 +234,10 @@ class _Redelivered(Exception):
 class BatchWriter:
     """Stores rows for one user's task; a redelivered message (same DEDUP_KEY) is stored once.
 
-    On PostgreSQL a batch is COPYed into a temporary table and moved over with
-    INSERT ... SELECT ... ON CONFLICT DO NOTHING, about twice as fast as a
-    multi-row VALUES insert (or, when every row is new, COPYed straight into the table);
+    On PostgreSQL a batch is COPYed straight into the table, unless the batch before met a
+    redelivery; a batch that meets one (a unique violation) is undone and COPYed again into a
+    temporary table, then moved over with INSERT ... SELECT ... ON CONFLICT DO NOTHING (about twice
+    as fast as a multi-row VALUES insert);
     SQLite takes a multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING directly (_insert_sqlite).
     Quarantined rows (rare) take a plain INSERT ... ON CONFLICT DO NOTHING on both.
 
@@ -400,7 +414,9 @@ class BatchWriter:
             after = connection.scalar(sa.select(sa.func.nextval(_id_sequence()))) if wanted else None
             try:
                 self._copy(connection, COPY_INTO_TABLE, data)
-            except sa.exc.IntegrityError:
+            except sa.exc.IntegrityError as error:
+                if getattr(error.orig, "pgcode", None) != UNIQUE_VIOLATION:
+                    raise
                 raise _Redelivered(data) from None
             # Every row was new, the wanted ones too.
             return len(rows), self._ids_of(connection, wanted, after) if wanted else [], False
@@ -463,6 +479,10 @@ class BatchWriter:
         try:
             cursor.copy_expert(statement, data, size=COPY_READ_BYTES)
         except dbapi_error as error:
+            if data.error is not None:
+                # A row that cannot be formatted (a value its column cannot hold): a data error, so
+                # that the batch is bisected and the row quarantined, not an outage.
+                raise ValueError(f"a row could not be formatted for COPY: {data.error!r}") from data.error
             # Raised like any other statement's error, so callers need only catch SQLAlchemyError.
             raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
         finally:
