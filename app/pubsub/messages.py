@@ -131,7 +131,7 @@ def attributes_json(attributes: Mapping[str, str]) -> str:
     Exactly json.dumps(attributes, sort_keys=True, ensure_ascii=True) for a map of strings, which
     every stored row holds, but without building an encoder for each message (a third of the cost).
     """
-    return _items_json(sorted(attributes.items())) if attributes else "{}"
+    return _items_json(sorted(attributes.items()))
 
 
 def _items_json(items: list[tuple[str, str]]) -> str:

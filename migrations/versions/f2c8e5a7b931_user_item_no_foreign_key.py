@@ -1,13 +1,13 @@
-"""user_item.user_id: no foreign key; the writer checks the user once a batch
+"""user_item.user_id: no foreign key; the writer checks once a batch that its task (or user) exists
 
 Revision ID: f2c8e5a7b931
 Revises: b6f3d2a9c415
 Create Date: 2026-12-03 02:40:00.000000
 
 PostgreSQL checks a foreign key row by row: for each message stored, a query of the user table,
-a quarter of its CPU on a batch of 1 KB messages. app.pubsub.writer.BatchWriter checks that the
-user exists once a batch instead, under the user's advisory lock, which app.users.delete_user takes
-before it deletes the user's messages and the user.
+a quarter of its CPU on a batch of 1 KB messages. app.pubsub.writer.BatchWriter checks once a batch
+instead that its task (or, without one, the user) still exists, under the user's advisory lock,
+which app.users.delete_user takes before it deletes the user's messages and the user.
 
 On PostgreSQL, dropping the constraint locks user_item and user for an instant, but waits for every
 open transaction on them, with new ones queued behind it: it gives up after LOCK_TIMEOUT rather than
