@@ -286,7 +286,8 @@ def lz4_available(connection: sa.Connection) -> bool:
         "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")))
 
 
-_LOCK_USER_ITEMS = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("user_id", type_=sa.Integer)))
+# Built once: it runs for every batch (app.pubsub.writer.BatchWriter also sends it, compiled, with its check).
+LOCK_USER_ITEMS = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("user_id", type_=sa.Integer)))
 
 
 def lock_user_items(executor: sa.Connection | so.Session | so.scoped_session, user_id: int) -> None:
@@ -296,7 +297,7 @@ def lock_user_items(executor: sa.Connection | so.Session | so.scoped_session, us
     commits before those deletes, or finds the user gone (app.pubsub.writer.BatchWriter)."""
     bind = executor if isinstance(executor, sa.Connection) else executor.get_bind()
     if bind.dialect.name == "postgresql":
-        executor.execute(_LOCK_USER_ITEMS, {"user_id": user_id})  # built once: it runs for every batch
+        executor.execute(LOCK_USER_ITEMS, {"user_id": user_id})
 
 
 def compress_with_lz4(connection: sa.Connection, table: str, columns: tuple[str, ...]) -> bool:

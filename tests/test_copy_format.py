@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.alerts.evaluate import RuleEvaluator
 from app.extensions import db
-from app.models import COMPRESSED_COLUMNS, User, UserItem, lz4_available
+from app.models import COMPRESSED_COLUMNS, AlertRule, Task, User, UserItem, lz4_available
 from app.pubsub import writer
 from app.pubsub.writer import COLUMNS, BatchWriter
 from tests.conftest import column_compression, create_user
@@ -173,6 +174,55 @@ def test_postgresql_redelivered_rows_are_stored_once_after_a_direct_copy(app, re
         stored = db.session.scalars(sa.select(UserItem.data_text).where(UserItem.user_id == user_id)
                                     .order_by(UserItem.id)).all()
         assert stored == ["first 0", "first 1", "first 2", "second 0", "second 1", "twice", "new"]
+
+
+def test_postgresql_a_batch_of_new_messages_is_one_statement_and_its_copy(app, require_postgres):
+    """The user's lock, the task's count and whether an alert rule watches the messages go to PostgreSQL
+    in one round trip (BatchWriter._lock_and_check), where they were three statements: a batch of new
+    messages that no rule watches sends that and its COPY (a raw cursor's, not seen here), nothing else.
+    A rule that watches is read in a second statement; a redelivery's batch is counted after its insert."""
+    with app.app_context():
+        user_id = create_user(app, "copy-round-trips")
+        task = Task(id=uuid.uuid4().hex, name="polling_subscription", user_id=user_id, description="Polling")
+        db.session.add(task)
+        db.session.commit()
+        subscription = _row(user_id, 0, "new")["subscription"]
+        writer_ = BatchWriter(db.engine, user_id, task.id, evaluator=RuleEvaluator(user_id, subscription))
+        sent = []
+
+        def note(_connection, _cursor, statement, *_args):
+            sent.append(statement)
+
+        def write(rows):
+            sent.clear()
+            sa.event.listen(db.engine, "before_cursor_execute", note)
+            try:
+                return writer_.write(rows)
+            finally:
+                sa.event.remove(db.engine, "before_cursor_execute", note)
+
+        def stored_count():
+            count = db.session.scalar(sa.select(Task.stored_count).where(Task.id == task.id))
+            db.session.rollback()
+            return count
+
+        first = [_row(user_id, index, "new") for index in range(3)]
+        assert write(first) == 3
+        assert len(sent) == 1 and "pg_advisory_xact_lock" in sent[0] and "UPDATE task" in sent[0], sent
+        assert stored_count() == 3
+        db.session.add(AlertRule(user_id=user_id, name="never", subscription=subscription,
+                                 condition='attributes.kind = "none of these"', url="https://example.com/hook",
+                                 secret="s"))
+        db.session.commit()
+        assert write([_row(user_id, 3, "new")]) == 1
+        assert len(sent) == 2 and "FROM alert_rule" in sent[1], sent  # the rule is read, and watches nothing here
+        assert stored_count() == 4
+        # A redelivery: the direct COPY fails, which undoes the count made before it; the batch goes through
+        # the stage table and is counted after its insert, once.
+        assert write([first[0], _row(user_id, 4, "new")]) == 1
+        assert "pg_advisory_xact_lock" in sent[0] and "INSERT INTO user_item" in sent[-2], sent
+        assert sent[-1].startswith("UPDATE task"), sent
+        assert stored_count() == 5
 
 
 def test_postgresql_a_redelivery_met_chunks_into_a_copy_stores_the_whole_batch_once(app, require_postgres):

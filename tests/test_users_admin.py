@@ -146,13 +146,22 @@ def test_a_polling_jobs_batch_is_not_stored_for_a_new_user_given_the_deleted_use
     assert messages_of(app, bob_id) == 0
 
 
-def test_a_batch_written_while_its_user_is_being_deleted_waits_and_then_stores_nothing(app):
+@pytest.mark.parametrize("with_task", [False, True], ids=["writer without a task", "polling job's writer"])
+def test_a_batch_written_while_its_user_is_being_deleted_waits_and_then_stores_nothing(app, with_task):
+    # On PostgreSQL the writer checks its task (or the user) in the statement that takes the lock
+    # (BatchWriter._lock_and_check): run after the lock, it sees the deletion once committed.
     bob_id = create_user(app, "bob")
     outcome = {}
+    task_id = None
+    if with_task:
+        with app.app_context():
+            task_id = uuid.uuid4().hex
+            db.session.add(Task(id=task_id, name="polling_subscription", user_id=bob_id, description="Polling"))
+            db.session.commit()
 
     def write_batch(engine):
         try:
-            outcome["stored"] = BatchWriter(engine, bob_id).write(rows_for(bob_id))
+            outcome["stored"] = BatchWriter(engine, bob_id, task_id).write(rows_for(bob_id))
         except Exception as error:  # noqa: BLE001 - the test thread looks at it
             outcome["error"] = error
 

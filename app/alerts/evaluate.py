@@ -95,13 +95,15 @@ class RuleEvaluator:
         self.digest_delay = timedelta(seconds=config["ALERT_DIGEST_SECONDS"])
         self.app = current_app._get_current_object()
 
+    def watching(self) -> sa.ColumnElement[bool]:
+        """Which rules watch this writer's messages: the user's enabled rules for this subscription or for all."""
+        return sa.and_(AlertRule.user_id == self.user_id, AlertRule.enabled.is_(True),
+                       sa.or_(AlertRule.subscription.is_(None), AlertRule.subscription == self.subscription))
+
     def load(self, connection: sa.Connection) -> bool:
         """Read the user's enabled rules for this subscription; whether there are any."""
         found = connection.execute(
-            sa.select(AlertRule.id, AlertRule.name, AlertRule.condition)
-            .where(AlertRule.user_id == self.user_id, AlertRule.enabled.is_(True),
-                   sa.or_(AlertRule.subscription.is_(None), AlertRule.subscription == self.subscription))
-            .order_by(AlertRule.id)
+            sa.select(AlertRule.id, AlertRule.name, AlertRule.condition).where(self.watching()).order_by(AlertRule.id)
         ).all()
         rules = []
         for rule_id, name, condition in found:

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import COMPRESSED_COLUMNS, DEDUP_KEY, Task, User, UserItem, compress_with_lz4, lock_user_items
+from app.models import (
+    COMPRESSED_COLUMNS,
+    DEDUP_KEY,
+    LOCK_USER_ITEMS,
+    Task,
+    User,
+    UserItem,
+    compress_with_lz4,
+    lock_user_items,
+)
 from app.pubsub.messages import quarantined
 
 if TYPE_CHECKING:
@@ -270,10 +279,33 @@ class BatchWriter:
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ON COMMIT DELETE ROWS AS "
                 f"SELECT {', '.join(COLUMNS)} FROM {table.name} WITH NO DATA"
             )
+            self.lock_and_check, self.lock_and_check_params = self._lock_and_check(engine.dialect)
         dialect_insert = postgresql.insert if self.is_postgresql else sqlite.insert
         self.insert_quarantined = dialect_insert(table).on_conflict_do_nothing(
             index_elements=list(DEDUP_KEY)
         ).returning(table.c.id, table.c.message_id)
+
+    def _lock_and_check(self, dialect: sa.Dialect) -> tuple[str, dict[str, Any]]:
+        """The first statement of a batch COPYed straight in, as SQL and its fixed parameters: the user's
+        lock, then, sent in the same round trip and run after it, the task's count update (or, for a
+        writer without a task, a read of the user's row), returning whether any of the user's alert
+        rules watches these messages. No row comes back when the task (or the user) is gone.
+
+        The batch's count is added before its COPY: that COPY inserts every row or fails, and a failure
+        undoes the transaction. Three round trips a batch become one (the lock, the rules, the count)."""
+        rules = sa.exists().where(self.evaluator.watching()) if self.evaluator is not None else sa.false()
+        if self.task_id is not None:
+            check = (sa.update(Task).where(Task.id == self.task_id)
+                     .values(stored_count=Task.stored_count + sa.bindparam("inserted", type_=sa.Integer),
+                             heartbeat_at=sa.bindparam("now", type_=Task.heartbeat_at.type))
+                     .returning(rules))
+        else:
+            check = sa.select(rules).where(User.id == self.user_id)
+        lock, checked = LOCK_USER_ITEMS.compile(dialect=dialect), check.compile(dialect=dialect)
+        if set(lock.params) & set(checked.params):
+            raise RuntimeError(f"parameter names used twice: {set(lock.params) & set(checked.params)}")
+        # psycopg2 sends both in one message; PostgreSQL runs them in order, each with its own snapshot.
+        return f"{lock}; {checked}", {**lock.construct_params({"user_id": self.user_id}), **checked.params}
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store the rows and return how many were new, quarantined ones included.
@@ -318,6 +350,8 @@ class BatchWriter:
             rows = [row for row in rows if row.get("quarantine_reason") is None]
         connection_info: dict | None = None
         evaluator = self.evaluator
+        # Whether the batch's count and the user's check are made before its insert, with the lock.
+        checked = self.is_postgresql and direct and not held
         try:
             with self.engine.begin() as connection:
                 inserted = 0
@@ -326,10 +360,18 @@ class BatchWriter:
                 if self.is_postgresql:
                     # Before any insert: the lock also orders quarantined rows' ids (and serialises
                     # the user's alert rate counts). The rules are read first: they decide the INSERT.
-                    lock_user_items(connection, self.user_id)
+                    if checked:
+                        answer = connection.exec_driver_sql(self.lock_and_check, {
+                            **self.lock_and_check_params, "inserted": len(rows), "now": datetime.now(UTC)}).first()
+                        if answer is None:
+                            raise UserGone(self._gone())
+                        rules_watch = answer[0]
+                    else:
+                        lock_user_items(connection, self.user_id)
+                        rules_watch = True
                     # Only the rows some rule matches can fire, so only their ids are needed back.
                     watched = None
-                    if evaluator is not None and evaluator.load(connection):
+                    if evaluator is not None and rules_watch and evaluator.load(connection):
                         watched = evaluator.matching(rows)
                         watching = bool(watched) or bool(held)
                     if rows:
@@ -349,7 +391,8 @@ class BatchWriter:
                 inserted += quarantined_count
                 if watching and (new_ids or quarantined_ids):
                     evaluator.stored(connection, self._new_rows(rows, new_ids, held, quarantined_ids))
-                self._count_or_undo(connection, inserted, quarantined_count)
+                if not checked:
+                    self._count_or_undo(connection, inserted, quarantined_count)
         except BaseException:
             if evaluator is not None:
                 evaluator.discard()
@@ -366,20 +409,25 @@ class BatchWriter:
         without one, the user) no longer exists.
 
         user_item has no foreign key (app.models.UserItem.user_id): this is what keeps a message from
-        outliving its user. It is asked after the inserts, under the user's lock, which
-        app.users.delete_user takes before its deletes (on SQLite, under the write lock the inserts
-        hold), so the user cannot go before the batch commits. The task, not the user, is what a
-        polling job asks about: deleting a user deletes their tasks, and a task's id is never used
-        again, where SQLite may give a deleted user's id to the next user made.
+        outliving its user. It is asked under the user's lock, which app.users.delete_user takes
+        before its deletes (on SQLite, under the write lock the inserts hold), so the user cannot go
+        before the batch commits: after the inserts, or, for a batch COPYed straight into user_item on
+        PostgreSQL, before them, in the statement that takes the lock (_lock_and_check). The task,
+        not the user, is what a polling job asks about: deleting a user deletes their tasks, and a
+        task's id is never used again, where SQLite may give a deleted user's id to the next user made.
         """
         if self.task_id is not None:
             counted = connection.execute(_COUNT_IN_TASK, {
                 "task": self.task_id, "inserted": inserted, "quarantined": quarantined_count,
                 "now": datetime.now(UTC)})
             if counted.rowcount != 1:
-                raise UserGone(f"task {self.task_id} no longer exists")
+                raise UserGone(self._gone())
         elif connection.scalar(sa.select(User.id).where(User.id == self.user_id)) is None:
-            raise UserGone(f"user {self.user_id} no longer exists")
+            raise UserGone(self._gone())
+
+    def _gone(self) -> str:
+        return f"task {self.task_id} no longer exists" if self.task_id is not None else \
+            f"user {self.user_id} no longer exists"
 
     @staticmethod
     def _new_rows(rows: Sequence[dict[str, Any]], new_ids: Sequence, held: Sequence[dict[str, Any]],
