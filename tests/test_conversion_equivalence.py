@@ -140,3 +140,30 @@ def test_a_streamed_batch_reads_as_its_copy_data_however_it_is_read(rows, rows_p
         assert b"".join(pieces) == writer.copy_data(rows)
         assert stream.read(read_size) == b""  # and stays at its end
         stream.rewind()
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=6), st.binary(max_size=40),
+       st.text(max_size=20), st.integers(0, 2**31 - 1))
+def test_a_pulled_message_converts_as_its_fields_would(attributes, data, ordering_key, seconds):
+    # row_from_pulled reads the protobuf's attribute map key by key into a dict (its items() view
+    # iterates in Python); the row is the one build_row makes from the same fields as plain values.
+    from google.pubsub_v1.types import ReceivedMessage
+
+    received = ReceivedMessage.pb()()
+    received.ack_id = "ack"
+    received.delivery_attempt = 3
+    received.message.message_id = "m-1"
+    received.message.data = data
+    received.message.attributes.update(attributes)
+    received.message.ordering_key = ordering_key
+    received.message.publish_time.seconds = seconds
+    received = ReceivedMessage.pb().FromString(received.SerializeToString())  # as the client gets it
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    row = messages.row_from_pulled(received, user_id=7, subscription="s", received_at=at)
+    assert row == messages.build_row(
+        user_id=7, subscription="s", message_id="m-1", data=data, attributes=dict(attributes),
+        publish_time=messages._timestamp(seconds, 0), ordering_key=ordering_key, delivery_attempt=3,
+        size=received.message.ByteSize(), received_at=at)
+    assert row["attributes"] == attributes
+    assert row["attributes_json"] == json.dumps(attributes, sort_keys=True, ensure_ascii=True)
