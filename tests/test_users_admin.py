@@ -148,8 +148,9 @@ def test_a_polling_jobs_batch_is_not_stored_for_a_new_user_given_the_deleted_use
 
 @pytest.mark.parametrize("with_task", [False, True], ids=["writer without a task", "polling job's writer"])
 def test_a_batch_written_while_its_user_is_being_deleted_waits_and_then_stores_nothing(app, with_task):
-    # On PostgreSQL the writer checks its task (or the user) in the statement that takes the lock
-    # (BatchWriter._lock_and_check): run after the lock, it sees the deletion once committed.
+    # On PostgreSQL the writer checks the user (or its task) in the round trip that takes the lock
+    # (BatchWriter._lock_and_check). Without a task, the check must run after the lock to see the
+    # deletion; with one, the deleted task's row lock also holds the batch until the deletion commits.
     bob_id = create_user(app, "bob")
     outcome = {}
     task_id = None
