@@ -297,20 +297,18 @@ class BatchWriter:
         heartbeat that writes it waits for that batch (tens of ms for 1,000 messages of 1 KB); the
         user's lock already makes the task's own batches take turns."""
         rules = sa.exists().where(self.evaluator.watching()) if self.evaluator is not None else sa.false()
-        if self.task_id is not None:
-            check = (sa.update(Task).where(Task.id == self.task_id)
-                     .values(stored_count=Task.stored_count + sa.bindparam("inserted", type_=sa.Integer),
-                             heartbeat_at=sa.bindparam("now", type_=Task.heartbeat_at.type))
-                     .returning(rules))
-        else:
-            check = sa.select(rules).where(User.id == self.user_id)
+        # The same count update as _count_or_undo's, with nothing quarantined (such batches take that path).
+        check = (_COUNT_IN_TASK.returning(rules) if self.task_id is not None
+                 else sa.select(rules).where(User.id == self.user_id))
         lock, checked = LOCK_USER_ITEMS.compile(dialect=dialect), check.compile(dialect=dialect)
         if set(lock.params) & set(checked.params):
             raise RuntimeError(f"parameter names used twice: {set(lock.params) & set(checked.params)}")
         # psycopg2 sends both in one message; PostgreSQL runs them in order, each with its own snapshot.
-        # The count's parameters ("inserted", "now") are left out: each batch gives them.
-        fixed = {name: value for name, value in checked.params.items() if name not in ("inserted", "now")}
-        return f"{lock}; {checked}", {**lock.construct_params({"user_id": self.user_id}), **fixed}
+        # The count's parameters "inserted" and "now" are left out: each batch gives them.
+        fixed = {**checked.params, **lock.construct_params({"user_id": self.user_id})}
+        if self.task_id is not None:
+            fixed.update(task=self.task_id, quarantined=0)
+        return f"{lock}; {checked}", {name: value for name, value in fixed.items() if name not in ("inserted", "now")}
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store the rows and return how many were new, quarantined ones included.
