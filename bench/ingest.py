@@ -26,7 +26,8 @@ over the drain of the work horse, this database's PostgreSQL backends and the em
 (/proc/<pid>/stat; for the emulator, also at least what its JIT compiler threads took), with the
 work horse's own split into pull, convert, write and ack (the job's time.thread_time counters,
 which it logs as it ends: app.pubsub.sources.CpuCounters), and the CPU time its garbage
-collections took, mostly within those steps.
+collections took, mostly within those steps. The job's loop also logs its wall time in writes and
+waiting for a batch: the share of the drain in writes shows whether the write chain set the pace.
 To show whether the cores were the limit, it also prints how busy the whole machine was over the
 drain and, per process, the time its threads were ready to run but waited for a core
 (/proc/<pid>/schedstat). With --repeat, medians; the real/padded MB/s ratio is taken per round. Not run in CI.
@@ -154,7 +155,8 @@ def peak_memory_kb(pid: int) -> int:
     return peak
 
 
-BREAKDOWN = re.compile(r"ingest CPU per message \(µs\) (\{.*?\}) over (\d+) messages in (\d+) writes")
+BREAKDOWN = re.compile(r"ingest CPU per message \(µs\) (\{.*?\}) over (\d+) messages in (\d+) writes.*?"
+                       r"wall time per message \(µs\) (\{.*?\})")
 
 
 def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubEmulator, subscription: str,
@@ -229,6 +231,11 @@ def app_mode(mode: str, database_url: str, redis: RedisServer, emulator: PubSubE
         cpu["machine_busy"] = (end["machine_busy"] - start["machine_busy"]) / max(
             1e-9, end["machine_total"] - start["machine_total"])
         split["rows_per_write"] = int(match.group(2)) / max(1, int(match.group(3)))
+        # The job's loop, in wall time: in its writes, and waiting for a batch. The share of the drain
+        # spent in writes says which side set the pace: near 100%, the write chain did.
+        wall = json.loads(match.group(4))
+        split["write_wall"], split["waiting_wall"] = wall["write"], wall["waiting"]
+        split["writer_busy"] = wall["write"] * int(match.group(2)) / 1e6 / (finished - polling_since)
         return {"seconds": finished - polling_since, "peak_kb": peak, "cpu": cpu, "split": split,
                 "split_messages": int(match.group(2))}
     finally:
@@ -507,6 +514,8 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
               f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
               f"emulator {cpu['emulator_wait']:.0f}", flush=True)
+        print(f"        the job's loop, wall µs/message: in writes {split['write_wall']:.0f} "
+              f"({split['writer_busy']:.0%} of the drain), waiting for a batch {split['waiting_wall']:.0f}", flush=True)
     for key in ("ca", "db", "dc"):
         result[key] = result[key[0]] / result[key[1]]
     return result
@@ -514,7 +523,7 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
 
 STEPS = ("horse", "pull", "convert", "write", "ack", "gc", "postgres", "emulator", "emulator_jit")
 STEP_LABELS = {"gc": "garbage collection (mostly within pull to ack)", "emulator_jit": "of which JIT compiling"}
-WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait")
+WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait", "write_wall", "writer_busy", "waiting_wall")
 
 
 def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: str, workdir: Path) -> None:
@@ -569,6 +578,8 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
             print(f"          {'':14s} machine busy {waits['machine_busy']:.0%}; waiting for a core µs/message: "
                   f"horse {waits['horse_wait']:.0f}, postgres {waits['postgres_wait']:.0f}, "
                   f"emulator {waits['emulator_wait']:.0f}")
+            print(f"          {'':14s} the job's loop, wall µs/message: in writes {waits['write_wall']:.0f} "
+                  f"({waits['writer_busy']:.0%} of the drain), waiting for a batch {waits['waiting_wall']:.0f}")
     if "real" in results and "padded" in results:
         # Per round, so that both figures of a ratio come from the same stretch of the machine's load.
         for key in "cd":

@@ -70,7 +70,8 @@ def test_with_one_worker_a_second_subscription_waits_queued_then_polls_when_the_
                                                   r"left out of garbage collection", worker.log())]
     assert len(frozen) == 2 and min(frozen) > 10_000, frozen
     cpu_line = re.search(r'ingest CPU per message \(µs\) \{[^}]*"gc": [\d.]+\} over \d+ messages in \d+ writes; '
-                         r"(\d+) garbage collections", worker.log())
+                         r"(\d+) garbage collections; wall time per message \(µs\) "
+                         r'\{"write": [\d.]+, "waiting": [\d.]+\}', worker.log())
     assert cpu_line, worker.log()[-2000:]
     assert 'data-status="polling"' in panel_row(client, second["path"])
     assert status(client, first["name"])["state"] == "finished"

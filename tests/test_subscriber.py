@@ -710,6 +710,10 @@ def test_the_cpu_counters_count_garbage_collections_only_while_watching():
     assert counters.gc_seconds > 0
     assert counters.per_message_us()["gc"] == round(counters.gc_seconds * 1e6 / 10, 1)
     assert counters.per_message_us()["convert"] == 100.0
+    counters.add_wall("write", 0.002)
+    counters.add_wall("waiting", 0.0005)
+    counters.add_wall("write", 0.001)
+    assert counters.wall_per_message_us() == {"write": 300.0, "waiting": 50.0}
     gc.collect()  # no longer watched
     assert counters.gc_collections == seen
     assert counters._on_gc not in gc.callbacks

@@ -129,6 +129,7 @@ class Poller:
                     continue
                 try:
                     self.source.check()
+                    waiting = time.perf_counter()
                     batch = self.source.receive(RECEIVE_WAIT_SECONDS)
                 except SourceError as error:
                     if not error.retryable:
@@ -146,6 +147,7 @@ class Poller:
                     continue
                 if batch is None:
                     continue
+                self.source.cpu.add_wall("waiting", time.perf_counter() - waiting)
                 if connect_failures:
                     connect_failures = 0
                     self.report(TaskState.POLLING)
@@ -159,8 +161,9 @@ class Poller:
                 cpu.watch_gc(False)
                 # Read by bench/ingest.py: where this job's CPU went, per message written.
                 log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages in %d writes; %d "
-                         "garbage collections", self.task_id, self.stream, json.dumps(cpu.per_message_us()),
-                         cpu.messages, cpu.writes, sum(cpu.gc_collections))
+                         "garbage collections; wall time per message (µs) %s", self.task_id, self.stream,
+                         json.dumps(cpu.per_message_us()), cpu.messages, cpu.writes, sum(cpu.gc_collections),
+                         json.dumps(cpu.wall_per_message_us()))
         return self.stored_count - started_with
 
     def finish_source(self) -> None:
@@ -191,7 +194,7 @@ class Poller:
         the rest is committed (nacked with it when the commit fails, to be filtered again).
         """
         rows = batch.rows if self.local_filter is None else self.local_filter.keep(batch.rows)
-        started = time.thread_time()
+        started, wall = time.thread_time(), time.perf_counter()
         try:
             inserted = self.writer.write(rows)
         except (SQLAlchemyError, UserGone) as error:
@@ -204,6 +207,7 @@ class Poller:
             retention.report_write_failure(self.task_id, error, self.source.mode)
             return False
         self.source.cpu.add("write", time.thread_time() - started, len(batch.rows))
+        self.source.cpu.add_wall("write", time.perf_counter() - wall)
         self.write_failures = 0
         self.source.ack(batch)
         self.stored_count += inserted

@@ -82,10 +82,15 @@ class CpuCounters:
     pull: the puller thread outside conversion (batch mode; in streaming mode the client library's
     threads pull, and are not counted here); convert: message to row; write: BatchWriter.write;
     ack: acknowledging. Read once a job ends (Poller logs them). Counting costs two thread_time
-    calls per batch, and per message for a streamed message's conversion.
+    calls per batch, and per message for a streamed message's conversion; the wall times, two
+    perf_counter calls per batch.
     """
 
     STEPS = ("pull", "convert", "write", "ack")
+    # Wall time, not CPU, of the job's own loop: in BatchWriter.write, and waiting in receive() for a
+    # batch that then came. Their shares of a drain show whether the writing or the receiving side
+    # set its pace (bench/ingest.py).
+    WALL = ("write", "waiting")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STEPS, 0.0)
@@ -98,6 +103,7 @@ class CpuCounters:
         self.gc_seconds = 0.0
         self.gc_collections = [0, 0, 0]
         self._gc_started: float | None = None
+        self.wall = dict.fromkeys(self.WALL, 0.0)  # only the job's loop adds to it: no lock
 
     def _on_gc(self, phase: str, info: dict) -> None:
         # A collection runs from start to stop on one thread, and collections never overlap.
@@ -122,10 +128,16 @@ class CpuCounters:
             if step == "write":
                 self.writes += 1
 
+    def add_wall(self, part: str, seconds: float) -> None:
+        self.wall[part] += seconds
+
     def per_message_us(self) -> dict[str, float]:
         per_message = {step: round(seconds * 1e6 / max(1, self.messages), 1) for step, seconds in self.seconds.items()}
         per_message["gc"] = round(self.gc_seconds * 1e6 / max(1, self.messages), 1)
         return per_message
+
+    def wall_per_message_us(self) -> dict[str, float]:
+        return {part: round(seconds * 1e6 / max(1, self.messages), 1) for part, seconds in self.wall.items()}
 
 
 @dataclass
