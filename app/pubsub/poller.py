@@ -159,7 +159,7 @@ class Poller:
             finally:
                 cpu = self.source.cpu
                 cpu.watch_gc(False)
-                # Read by bench/ingest.py: where this job's CPU went, per message written.
+                # Read by bench/ingest.py: where this job's CPU and its loop's time went, per message written.
                 log.info("Task %s (stream %d) ingest CPU per message (µs) %s over %d messages in %d writes; %d "
                          "garbage collections; wall time per message (µs) %s", self.task_id, self.stream,
                          json.dumps(cpu.per_message_us()), cpu.messages, cpu.writes, sum(cpu.gc_collections),
