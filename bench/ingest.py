@@ -514,8 +514,7 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
         print(f"        machine busy {cpu['machine_busy']:.0%} of {os.cpu_count()} cores; µs/message ready to run but "
               f"waiting for a core: work horse {cpu['horse_wait']:.0f}, PostgreSQL {cpu['postgres_wait']:.0f}, "
               f"emulator {cpu['emulator_wait']:.0f}", flush=True)
-        print(f"        the job's loop, wall µs/message: in writes {split['write_wall']:.0f} "
-              f"({split['writer_busy']:.0%} of the drain), waiting for a batch {split['waiting_wall']:.0f}", flush=True)
+        print(f"        {loop_pace(split)}", flush=True)
     for key in ("ca", "db", "dc"):
         result[key] = result[key[0]] / result[key[1]]
     return result
@@ -523,7 +522,14 @@ def drain_round(label: str, messages: list[Message], args, emulator: PubSubEmula
 
 STEPS = ("horse", "pull", "convert", "write", "ack", "gc", "postgres", "emulator", "emulator_jit")
 STEP_LABELS = {"gc": "garbage collection (mostly within pull to ack)", "emulator_jit": "of which JIT compiling"}
-WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait", "write_wall", "writer_busy", "waiting_wall")
+WAITS = ("machine_busy", "horse_wait", "postgres_wait", "emulator_wait")
+LOOP = ("write_wall", "writer_busy", "waiting_wall")
+
+
+def loop_pace(values: dict) -> str:
+    """The job's loop in wall time (app_mode): in writes, their share of the drain, and waiting for a batch."""
+    return (f"the job's loop, wall µs/message: in writes {values['write_wall']:.0f} ({values['writer_busy']:.0%} of "
+            f"the drain), waiting for a batch {values['waiting_wall']:.0f}")
 
 
 def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: str, workdir: Path) -> None:
@@ -574,12 +580,12 @@ def compare(args, emulator: PubSubEmulator, redis: RedisServer, database_url: st
             cpu = {step: statistics.median(result[f"{key}_cpu"][step] for result in results[name]) for step in STEPS}
             print(f"          {mode:14s} CPU µs/message: " + ", ".join(f"{STEP_LABELS.get(step, step)} {cpu[step]:.0f}"
                                                                          for step in STEPS))
-            waits = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name]) for part in WAITS}
+            waits = {part: statistics.median(result[f"{key}_cpu"][part] for result in results[name])
+                     for part in WAITS + LOOP}
             print(f"          {'':14s} machine busy {waits['machine_busy']:.0%}; waiting for a core µs/message: "
                   f"horse {waits['horse_wait']:.0f}, postgres {waits['postgres_wait']:.0f}, "
                   f"emulator {waits['emulator_wait']:.0f}")
-            print(f"          {'':14s} the job's loop, wall µs/message: in writes {waits['write_wall']:.0f} "
-                  f"({waits['writer_busy']:.0%} of the drain), waiting for a batch {waits['waiting_wall']:.0f}")
+            print(f"          {'':14s} {loop_pace(waits)}")
     if "real" in results and "padded" in results:
         # Per round, so that both figures of a ratio come from the same stretch of the machine's load.
         for key in "cd":
